@@ -1,0 +1,1 @@
+"""tap-whoop: a Singer tap for the WHOOP API v2."""

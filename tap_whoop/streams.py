@@ -1,0 +1,210 @@
+"""The WHOOP v2 endpoints as Singer streams, declared as data.
+
+`profile` is the parent of everything else: a member's profile names the WHOOP user id that
+partitions the state of every other stream, and that `body_measurement` needs as its key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+
+from tap_whoop import schemas
+from tap_whoop.client import CollectionStream, WhoopStream
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from singer_sdk.helpers.types import Context
+
+
+class ProfileStream(WhoopStream):
+    """The member's basic profile; one partition per configured member."""
+
+    name = "profile"
+    path = "/v2/user/profile/basic"
+    primary_keys = ("user_id",)
+    schema = schemas.PROFILE
+    scope = "read:profile"
+
+    @property
+    def partitions(self) -> list[dict[str, t.Any]]:
+        """Every configured member, by config key."""
+        return [{"member": member.key} for member in self._tap.members]
+
+    def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
+        """Hand the member's WHOOP user id to every other stream."""
+        assert context is not None
+        self._tap.members.identify(context["member"], record["user_id"])
+        return {"user_id": record["user_id"]}
+
+
+class MemberStream(WhoopStream):
+    """An endpoint read once per member (after the member's profile)."""
+
+    parent_stream_type = ProfileStream
+
+
+class BodyMeasurementStream(MemberStream):
+    """Height, weight, max heart rate; WHOOP omits the user id, the profile supplies it."""
+
+    name = "body_measurement"
+    path = "/v2/user/measurement/body"
+    primary_keys = ("user_id",)
+    schema = schemas.BODY_MEASUREMENT
+    scope = "read:body_measurement"
+
+
+class CyclesStream(CollectionStream, MemberStream):
+    """Physiological cycles (one per day); the current one has no `end`."""
+
+    name = "cycles"
+    path = "/v2/cycle"
+    primary_keys = ("id",)
+    schema = schemas.CYCLE
+    scope = "read:cycles"
+
+    def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
+        """The drill-downs per cycle run as the same member."""
+        assert context is not None
+        return {"user_id": context["user_id"], "cycle_id": record["id"]}
+
+
+class RecoveryStream(CollectionStream, MemberStream):
+    """Recoveries, keyed by cycle.
+
+    A recovery has no `start`; its bookmark is `created_at`, which WHOOP sets once, when the
+    sleep the recovery is scored from has ended (unlike `updated_at`, which moves on every
+    re-score). WHOOP filters this collection on the sleep's start, which precedes `created_at`
+    by up to about a day, so each run's window opens one extra day earlier (`filter_lag`).
+    """
+
+    name = "recovery"
+    path = "/v2/recovery"
+    primary_keys = ("cycle_id",)
+    replication_key = "created_at"
+    filter_lag = datetime.timedelta(days=1)
+    schema = schemas.RECOVERY
+    scope = "read:recovery"
+
+
+class SleepStream(CollectionStream, MemberStream):
+    """Sleeps and naps."""
+
+    name = "sleep"
+    path = "/v2/activity/sleep"
+    primary_keys = ("id",)
+    schema = schemas.SLEEP
+    scope = "read:sleep"
+
+
+class WorkoutStream(CollectionStream, MemberStream):
+    """Workouts, including activities entered by hand days later."""
+
+    name = "workout"
+    path = "/v2/activity/workout"
+    primary_keys = ("id",)
+    schema = schemas.WORKOUT
+    scope = "read:workout"
+
+
+class CycleChildStream(WhoopStream):
+    """One request per cycle synced: 25 times the requests of the collection, so opt-in."""
+
+    parent_stream_type = CyclesStream
+    state_partitioning_keys = ("user_id",)
+    selected_by_default = False
+    missing_is_empty = True
+
+
+class RecoveryForCycleStream(CycleChildStream):
+    """The recovery of each cycle synced; none yet is quietly nothing."""
+
+    name = "recovery_for_cycle"
+    path = "/v2/cycle/{cycle_id}/recovery"
+    primary_keys = ("cycle_id",)
+    schema = schemas.RECOVERY
+    scope = "read:recovery"
+
+
+class SleepForCycleStream(CycleChildStream):
+    """The sleep of each cycle synced; none is quietly nothing."""
+
+    name = "sleep_for_cycle"
+    path = "/v2/cycle/{cycle_id}/sleep"
+    primary_keys = ("id",)
+    schema = schemas.SLEEP
+    scope = "read:sleep"
+
+
+class ByIdStream(MemberStream):
+    """Records named in a setting, one request each; an id WHOOP does not know is a warning."""
+
+    ids_setting: str
+    selected_by_default = False
+    missing_is_empty = True
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Each configured id, as this member."""
+        for record_id in self.config.get(self.ids_setting) or []:
+            found = False
+            for record in super().get_records({**(context or {}), "record_id": record_id}):
+                found = True
+                yield record
+            member = self._tap.members.for_context(context)
+            if not found and not member.failure:
+                self.logger.warning(
+                    "%s: WHOOP has no record %s for member %r; check %s",
+                    self.name,
+                    record_id,
+                    member.key,
+                    self.ids_setting,
+                )
+
+
+class CycleByIdStream(ByIdStream):
+    """Cycles named in `cycle_ids`."""
+
+    name = "cycle_by_id"
+    path = "/v2/cycle/{record_id}"
+    ids_setting = "cycle_ids"
+    primary_keys = ("id",)
+    schema = schemas.CYCLE
+    scope = "read:cycles"
+
+
+class SleepByIdStream(ByIdStream):
+    """Sleeps named in `sleep_ids`."""
+
+    name = "sleep_by_id"
+    path = "/v2/activity/sleep/{record_id}"
+    ids_setting = "sleep_ids"
+    primary_keys = ("id",)
+    schema = schemas.SLEEP
+    scope = "read:sleep"
+
+
+class WorkoutByIdStream(ByIdStream):
+    """Workouts named in `workout_ids`."""
+
+    name = "workout_by_id"
+    path = "/v2/activity/workout/{record_id}"
+    ids_setting = "workout_ids"
+    primary_keys = ("id",)
+    schema = schemas.WORKOUT
+    scope = "read:workout"
+
+
+STREAM_TYPES: tuple[type[WhoopStream], ...] = (
+    ProfileStream,
+    BodyMeasurementStream,
+    CyclesStream,
+    RecoveryStream,
+    SleepStream,
+    WorkoutStream,
+    RecoveryForCycleStream,
+    SleepForCycleStream,
+    CycleByIdStream,
+    SleepByIdStream,
+    WorkoutByIdStream,
+)

@@ -1,0 +1,285 @@
+"""tap-whoop: settings, their validation, and the members and rate limit a run shares."""
+
+from __future__ import annotations
+
+import datetime
+import typing as t
+from functools import cached_property
+from urllib.parse import urlparse
+
+from singer_sdk import Tap
+from singer_sdk import typing as th
+
+from tap_whoop.auth import (
+    Member,
+    MemberAuth,
+    Members,
+    TokenStore,
+    WhoopApp,
+    default_token_store_path,
+)
+from tap_whoop.client import DEFAULT_API_URL, AppPacer, parse_time
+from tap_whoop.errors import ConfigError, MembersFailedError
+from tap_whoop.streams import STREAM_TYPES
+
+if t.TYPE_CHECKING:
+    from tap_whoop.client import WhoopStream
+
+DEFAULT_OAUTH_URL = "https://api.prod.whoop.com/oauth/oauth2"
+DEFAULT_MEMBER = "default"
+DEFAULT_LOOKBACK_DAYS = 3
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
+
+
+class TapWhoop(Tap):
+    """Singer tap for the WHOOP API v2."""
+
+    name = "tap-whoop"
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "client_id",
+            th.StringType,
+            required=True,
+            title="Client ID",
+            description="The WHOOP app's client ID (WHOOP developer dashboard).",
+        ),
+        th.Property(
+            "client_secret",
+            th.StringType,
+            required=True,
+            secret=True,
+            title="Client secret",
+            description="The WHOOP app's client secret.",
+        ),
+        th.Property(
+            "refresh_token",
+            th.StringType,
+            secret=True,
+            title="Refresh token",
+            description=(
+                "One member's refresh token. It only seeds the token store: WHOOP rotates it "
+                "on every refresh. Put a new one here after re-authorizing."
+            ),
+        ),
+        th.Property(
+            "users",
+            th.ArrayType(
+                th.ObjectType(
+                    th.Property("key", th.StringType, required=True),
+                    th.Property("refresh_token", th.StringType, secret=True),
+                )
+            ),
+            secret=True,
+            title="Members",
+            description=(
+                "Several members of the same WHOOP app, as `{key, refresh_token}`; `key` is "
+                "the member's stable label in the token store."
+            ),
+        ),
+        th.Property(
+            "token_store_path",
+            th.StringType,
+            title="Token store path",
+            description=(
+                "JSON file that keeps every member's rotated tokens between runs. Default: "
+                "`$MELTANO_PROJECT_ROOT/.meltano/tap-whoop/tokens.json` under Meltano, else "
+                "`~/.local/share/tap-whoop/tokens.json`."
+            ),
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            title="Start date",
+            description="Earliest record start to sync; default: the account's whole history.",
+        ),
+        th.Property(
+            "end_date",
+            th.DateTimeType,
+            title="End date",
+            description="Sync only records that started before this date-time.",
+        ),
+        th.Property(
+            "lookback_days",
+            th.IntegerType,
+            default=DEFAULT_LOOKBACK_DAYS,
+            title="Lookback days",
+            description=(
+                "Days before the bookmark each incremental run re-reads, for late scores, "
+                "late strap syncs and activities entered by hand."
+            ),
+        ),
+        th.Property(
+            "max_requests_per_minute",
+            th.IntegerType,
+            default=DEFAULT_MAX_REQUESTS_PER_MINUTE,
+            title="Max requests per minute",
+            description="Pacing ceiling for the whole app, all members together (WHOOP: 100).",
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            default=DEFAULT_API_URL,
+            title="API URL",
+            description="WHOOP API root; point it at `tap-whoop-sandbox` to develop offline.",
+        ),
+        th.Property(
+            "oauth_url",
+            th.StringType,
+            default=DEFAULT_OAUTH_URL,
+            title="OAuth URL",
+            description="WHOOP OAuth root; the token endpoint is `{oauth_url}/token`.",
+        ),
+        th.Property(
+            "cycle_ids",
+            th.ArrayType(th.IntegerType),
+            title="Cycle IDs",
+            description="Cycles for the `cycle_by_id` stream.",
+        ),
+        th.Property(
+            "sleep_ids",
+            th.ArrayType(th.UUIDType),
+            title="Sleep IDs",
+            description="Sleeps (UUIDs) for the `sleep_by_id` stream.",
+        ),
+        th.Property(
+            "workout_ids",
+            th.ArrayType(th.UUIDType),
+            title="Workout IDs",
+            description="Workouts (UUIDs) for the `workout_by_id` stream.",
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.input_catalog is not None:
+            known = set(self.streams)
+            unknown = sorted(set(self.input_catalog) - known)
+            if unknown:
+                raise ConfigError(
+                    f"the catalog names unknown stream(s) {', '.join(unknown)}; tap-whoop has "
+                    f"{', '.join(sorted(known))}: regenerate it with `tap-whoop --discover`"
+                )
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Check the settings before any request, one clear line for the first problem."""
+        errors = settings_errors(self.config)
+        if not errors:
+            errors = super()._validate_config(raise_errors=False)
+        if errors and raise_errors:
+            raise ConfigError(errors[0])
+        return errors
+
+    def discover_streams(self) -> list[WhoopStream]:
+        """Every WHOOP v2 endpoint; the drill-downs are not selected by default."""
+        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+    @cached_property
+    def token_store(self) -> TokenStore:
+        """Where every member's rotated tokens live between runs."""
+        return TokenStore(self.config.get("token_store_path") or default_token_store_path())
+
+    @cached_property
+    def members(self) -> Members:
+        """The members of this run, each with its own tokens."""
+        app = WhoopApp(
+            client_id=self.config["client_id"],
+            client_secret=self.config["client_secret"],
+            oauth_url=self.config.get("oauth_url") or DEFAULT_OAUTH_URL,
+        )
+        return Members(
+            [
+                Member(key, MemberAuth(key, refresh_token, self.token_store, app))
+                for key, refresh_token in configured_members(self.config)
+            ]
+        )
+
+    @cached_property
+    def pacer(self) -> AppPacer:
+        """The app's rate limit, shared by every stream and member."""
+        return AppPacer(
+            int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE)
+        )
+
+    def sync_all(self) -> None:  # type: ignore[misc]
+        """Sync every member; fail at the end, naming members that could not be synced.
+
+        Extends the SDK's (final) sync so that one member's revoked authorization neither stops
+        the others nor passes unnoticed by the scheduler.
+        """
+        self._check_members_have_tokens()
+        super().sync_all()
+        if failures := self.members.failures:
+            total = len(self.members.by_key)
+            raise MembersFailedError(
+                f"{len(failures)} of {total} member(s) not synced, their bookmarks kept: "
+                + "; ".join(t.cast(str, member.failure) for member in failures)
+            )
+
+    def _check_members_have_tokens(self) -> None:
+        stored = self.token_store.read()["members"]
+        for key, refresh_token in configured_members(self.config):
+            if not refresh_token and key not in stored:
+                setting = "refresh_token" if key == DEFAULT_MEMBER else f"users[{key!r}]"
+                raise ConfigError(
+                    f"{setting}: no refresh token for member {key!r} in the config or in "
+                    f"{self.token_store.path}; set it, or run `tap-whoop auth --member {key}`"
+                )
+
+
+def configured_members(config: t.Mapping[str, t.Any]) -> list[tuple[str, str | None]]:
+    """(key, configured refresh token) for each member the config names."""
+    if users := config.get("users"):
+        return [(user["key"], user.get("refresh_token") or None) for user in users]
+    return [(DEFAULT_MEMBER, config.get("refresh_token") or None)]
+
+
+def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Problems with the settings, each naming the setting and how to fix it."""
+    errors = [
+        f"{name} is missing: copy it from the WHOOP developer dashboard (or use the sandbox's)"
+        for name in ("client_id", "client_secret")
+        if not config.get(name)
+    ]
+    users = config.get("users")
+    if users is not None:
+        errors += _users_errors(users)
+    dates: dict[str, datetime.datetime] = {}
+    for name in ("start_date", "end_date"):
+        if value := config.get(name):
+            try:
+                dates[name] = parse_time(str(value))
+            except (ValueError, TypeError):
+                errors.append(
+                    f"{name} {value!r} is not a date-time: use ISO 8601, e.g. 2024-01-31T00:00:00Z"
+                )
+    if "start_date" in dates and "end_date" in dates and dates["start_date"] >= dates["end_date"]:
+        errors.append(
+            f"start_date ({config['start_date']}) is not before end_date ({config['end_date']}): "
+            "swap them or remove end_date"
+        )
+    for name, minimum in (("lookback_days", 0), ("max_requests_per_minute", 1)):
+        value = config.get(name)
+        if value is not None and (not isinstance(value, int) or value < minimum):
+            errors.append(f"{name} must be a whole number of at least {minimum} (got {value!r})")
+    for name in ("api_url", "oauth_url"):
+        value = config.get(name)
+        if value and urlparse(str(value)).scheme not in ("http", "https"):
+            errors.append(f"{name} {value!r} is not an http(s) URL")
+    return errors
+
+
+def _users_errors(users: t.Any) -> list[str]:
+    if not isinstance(users, list) or not users:
+        return ["users must be a non-empty list of {key, refresh_token} objects"]
+    errors: list[str] = []
+    seen: set[str] = set()
+    for index, user in enumerate(users):
+        key = user.get("key") if isinstance(user, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            errors.append(f"users[{index}] has no key: give each member a stable label")
+        elif key in seen:
+            errors.append(f"users[{index}]: key {key!r} is used twice; keys must be unique")
+        else:
+            seen.add(key)
+    return errors
