@@ -1,0 +1,191 @@
+"""Serving a Sandbox over real HTTP: in-process for tests, or as the `tap-whoop-sandbox` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from types import FrameType, TracebackType
+from typing import NoReturn
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .app import API_PREFIX, OAUTH_PREFIX, Sandbox, create_app, parse_moment
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Tests make hundreds of requests; one log line each would drown their output."""
+
+
+class SandboxServer:
+    """A threaded werkzeug server for `sandbox`, bound at construction (port 0 = any free)."""
+
+    def __init__(
+        self, sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True
+    ) -> None:
+        self.sandbox = sandbox
+        handler = _QuietHandler if quiet else WSGIRequestHandler
+        # Binding here rather than in werkzeug turns "port in use" into an OSError for the
+        # caller; werkzeug would print and sys.exit(1).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family) as listener:
+            self._server: BaseWSGIServer = make_server(
+                host,
+                listener.getsockname()[1],
+                create_app(sandbox),
+                threaded=True,
+                request_handler=handler,
+                fd=listener.fileno(),
+            )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the server listens, e.g. http://127.0.0.1:8765."""
+        host = self._server.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self._server.port}"
+
+    @property
+    def api_url(self) -> str:
+        """The tap's api_url."""
+        return f"{self.url}{API_PREFIX}"
+
+    @property
+    def oauth_url(self) -> str:
+        """The tap's oauth_url; the token endpoint is {oauth_url}/token."""
+        return f"{self.url}{OAUTH_PREFIX}"
+
+    def start(self) -> SandboxServer:
+        """Serve on a daemon thread; idempotent."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="whoop-sandbox",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port (within the 50 ms shutdown poll)."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, no usage dump: the CLI's contract for bad arguments."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _budget(text: str) -> int | None:
+    if text.lower() in {"none", "unlimited"}:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'none', got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65_535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _members(text: str) -> list[str]:
+    keys = [key.strip() for key in text.split(",")]
+    if not all(keys):
+        raise argparse.ArgumentTypeError(f"expected comma-separated member keys, got {text!r}")
+    return keys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tap-whoop-sandbox",
+        description="Serve a WHOOP-compatible API and OAuth server with synthetic members.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
+    parser.add_argument("--members", type=_members, default=["alice", "bob"])
+    parser.add_argument("--history-days", type=int, default=90)
+    parser.add_argument("--now", type=_moment, help="sandbox clock start (default: this hour)")
+    parser.add_argument("--per-minute", type=_budget, default=100)
+    parser.add_argument("--per-day", type=_budget, default=10_000)
+    parser.add_argument("--access-token-ttl", type=int, default=3600, help="seconds")
+    parser.add_argument("--state-file", help="remember clock and tokens across restarts")
+    parser.add_argument("--client-id", default="sandbox-client")
+    parser.add_argument("--client-secret", default="sandbox-secret")
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; exit 0 then, 2 on bad arguments, 1 if it cannot bind."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        sandbox = Sandbox(
+            members=args.members,
+            history_days=args.history_days,
+            now=args.now,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            per_minute=args.per_minute,
+            per_day=args.per_day,
+            access_token_ttl=args.access_token_ttl,
+            state_file=args.state_file,
+        )
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    try:
+        server = SandboxServer(sandbox, args.host, args.port, quiet=args.quiet)
+    except OSError as exc:
+        print(
+            f"{parser.prog}: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    with server:
+        print(
+            f"WHOOP sandbox: api_url={server.api_url} oauth_url={server.oauth_url} "
+            f"members={','.join(args.members)}",
+            flush=True,
+        )
+        while not stopping.wait(0.5):
+            pass
+    return 0
