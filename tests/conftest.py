@@ -1,0 +1,135 @@
+"""Shared fixtures: a WHOOP sandbox on loopback and a way to run the tap against it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import typing as t
+from dataclasses import dataclass, field
+
+import pytest
+
+from tap_whoop.client import WhoopStream
+from tap_whoop.sandbox import Sandbox, SandboxServer
+from tap_whoop.tap import TapWhoop
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+NOW = datetime.datetime(2026, 11, 20, 12, 0, tzinfo=datetime.timezone.utc)
+CLIENT_ID = "sandbox-client"
+CLIENT_SECRET = "sandbox-secret"  # noqa: S105
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries wait milliseconds instead of seconds, so fault tests stay fast."""
+    monkeypatch.setattr(WhoopStream, "backoff_base_seconds", 0.01)
+    monkeypatch.setattr(WhoopStream, "request_timeout", 2)
+
+
+@pytest.fixture
+def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """Start sandboxes with any options; each is stopped after the test."""
+    servers: list[SandboxServer] = []
+
+    def start(**options: t.Any) -> Sandbox:
+        options.setdefault("members", ("alice",))
+        options.setdefault("history_days", 60)
+        options.setdefault("now", NOW)
+        options.setdefault("per_minute", None)
+        options.setdefault("per_day", None)
+        sandbox = Sandbox(**options)
+        server = SandboxServer(sandbox).start()
+        servers.append(server)
+        sandbox.server = server  # type: ignore[attr-defined]
+        return sandbox
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """One member, alice, with 60 days of history and no rate limit."""
+    return start_sandbox()
+
+
+def tap_config(sandbox: Sandbox, tmp_path: Path, **overrides: t.Any) -> dict[str, t.Any]:
+    """A config that syncs the sandbox's first member, with its own token store."""
+    server: SandboxServer = sandbox.server  # type: ignore[attr-defined]
+    first = sandbox.members[0].key
+    config = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": sandbox.seed_refresh_token(first),
+        "api_url": server.api_url,
+        "oauth_url": server.oauth_url,
+        "token_store_path": str(tmp_path / "store" / "tokens.json"),
+        "max_requests_per_minute": 100_000,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def config(sandbox: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
+    """The tap's config for the `sandbox` fixture."""
+    return tap_config(sandbox, tmp_path)
+
+
+@dataclass
+class SyncResult:
+    """What one in-process run of the tap wrote, and how it ended."""
+
+    messages: list[dict[str, t.Any]]
+    error: BaseException | None = None
+    tap: TapWhoop | None = field(default=None, repr=False)
+
+    def records(self, stream: str) -> list[dict[str, t.Any]]:
+        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+    @property
+    def state(self) -> dict[str, t.Any] | None:
+        states = [m["value"] for m in self.messages if m["type"] == "STATE"]
+        return states[-1] if states else None
+
+    def bookmark(self, stream: str, user_id: int) -> str | None:
+        for partition in (self.state or {}).get("bookmarks", {}).get(stream, {}).get("partitions", []):
+            if partition["context"] == {"user_id": user_id}:
+                return t.cast("str | None", partition.get("replication_key_value"))
+        return None
+
+
+def catalog_selecting(config: dict[str, t.Any], streams: set[str]) -> dict[str, t.Any]:
+    """A discovered catalog with exactly `streams` selected."""
+    catalog = TapWhoop(config=config, validate_config=False).catalog_dict
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in streams
+    return catalog
+
+
+def run_tap(
+    config: dict[str, t.Any],
+    state: dict[str, t.Any] | None = None,
+    select: set[str] | None = None,
+) -> SyncResult:
+    """Run the tap in-process; an exception ends the run and is returned, not raised."""
+    catalog = catalog_selecting(config, select) if select is not None else None
+    out = io.StringIO()
+    tap = None
+    error: BaseException | None = None
+    with contextlib.redirect_stdout(out):
+        try:
+            tap = TapWhoop(config=config, state=state, catalog=catalog)
+            tap.sync_all()
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    messages = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    return SyncResult(messages=messages, error=error, tap=tap)
