@@ -3,8 +3,8 @@
 WHOOP rotates refresh tokens: every refresh returns a new one and kills the old. Meltano hands the
 tap a throw-away copy of its config, so the only durable home of a member's current refresh token
 is the token store. Every refresh therefore happens under a cross-process lock, re-reads the store
-first (another process may have refreshed already), and persists the new token durably before the
-new access token is used for anything.
+first (another process may have refreshed already), proves the store writable before spending the
+token, and persists the new token durably before the new access token is used for anything.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import tempfile
 import time
 import typing as t
@@ -28,7 +29,13 @@ import requests
 import urllib3
 from filelock import FileLock, Timeout
 
-from tap_whoop.errors import ConfigError, ReauthorizeError, TapWhoopError, TokenStoreError
+from tap_whoop.errors import (
+    ConfigError,
+    ReauthorizeError,
+    TapWhoopError,
+    TokenStoreError,
+    reauthorize_command,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,9 +49,14 @@ SCOPES = (
     "read:workout",
     "offline",
 )
+READ_SCOPES = SCOPES[:-1]
 EXPIRY_MARGIN_SECONDS = 120
 LOCK_TIMEOUT_SECONDS = 120
 OAUTH_TIMEOUT_SECONDS = 30
+DEFAULT_LIFETIME_SECONDS = 3600
+SEEN_TOKENS_KEPT = 50
+PERSIST_ATTEMPTS = 3
+PROOF_SLACK_BYTES = 8192
 
 logger = logging.getLogger("tap-whoop.auth")
 
@@ -57,12 +69,35 @@ def default_token_store_path() -> Path:
 
 
 def fingerprint(token: str) -> str:
-    """Identify a configured refresh token without storing it."""
+    """Identify a refresh token without storing it."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
+def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Type errors in secret settings, without their values (jsonschema's messages echo them)."""
+    errors = [
+        f"{name} must be a string"
+        for name in ("client_secret", "refresh_token")
+        if config.get(name) is not None and not isinstance(config[name], str)
+    ]
+    users = config.get("users")
+    if isinstance(users, list):
+        errors += [
+            f"users[{index}].refresh_token must be a string"
+            for index, user in enumerate(users)
+            if isinstance(user, dict)
+            and user.get("refresh_token") is not None
+            and not isinstance(user["refresh_token"], str)
+        ]
+    return errors
+
+
 class TokenStore:
-    """A JSON file of every member's tokens: mode 0600 in a 0700 directory, replaced atomically."""
+    """A JSON file of every member's tokens: mode 0600 in a 0700 directory, replaced atomically.
+
+    Only a directory the store creates itself is made 0700; an existing one (a home directory, a
+    Meltano project's `.meltano/`) is left as it is.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).expanduser()
@@ -81,6 +116,11 @@ class TokenStore:
                 f"{LOCK_TIMEOUT_SECONDS}s; wait for it to finish, or remove {self._lock.lock_file} "
                 "if no tap-whoop process is running"
             ) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot lock token store {self.path}: {exc.strerror}; make its directory "
+                "writable (or set token_store_path)"
+            ) from None
 
     def read(self) -> dict[str, t.Any]:
         """Return the store's content; a store that cannot be read is an error, never replaced."""
@@ -88,36 +128,39 @@ class TokenStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {"version": 1, "members": {}}
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
             raise TokenStoreError(
-                f"cannot read token store {self.path}: {exc.strerror}; fix its permissions "
-                "(it must be readable by the user running the tap)"
+                f"cannot read token store {self.path}: {reason}; it must be a file readable by "
+                "the user running the tap (restore it, or point token_store_path elsewhere)"
             ) from None
         try:
             data = json.loads(text)
         except ValueError as exc:
             raise TokenStoreError(
-                f"token store {self.path} is not valid JSON (line {exc.args and _line(exc)}); "
-                "restore it from a backup, or move it away and run `tap-whoop auth` again"
+                f"token store {self.path} is not valid JSON (line {getattr(exc, 'lineno', '?')}); "
+                "it was left as it is: restore it from a backup, or move it away and run "
+                "`tap-whoop auth` again"
             ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("members"), dict):
+        members = data.get("members") if isinstance(data, dict) else None
+        if not isinstance(members, dict) or not all(
+            isinstance(entry, dict) for entry in members.values()
+        ):
             raise TokenStoreError(
-                f"token store {self.path} has no 'members' object; restore it from a backup, or "
-                "move it away and run `tap-whoop auth` again"
+                f"token store {self.path} is not a tap-whoop token store (no 'members' object of "
+                "member entries); it was left as it is: restore it from a backup, or move it away "
+                "and run `tap-whoop auth` again"
             )
+        self._tighten_mode()
         return data
 
     def write(self, data: dict[str, t.Any]) -> None:
         """Persist durably: temp file, flush, fsync, atomic rename, fsync of the directory."""
+        payload = json.dumps(data, indent=2, sort_keys=True).encode()
         self._ensure_directory()
         tmp_name = None
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=".tokens-", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
+            tmp_name = self._temp_file(payload)
             os.replace(tmp_name, self.path)
             tmp_name = None
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
@@ -135,6 +178,45 @@ class TokenStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
 
+    def prove_writable(self) -> None:
+        """Show, leaving the store untouched, that a rotated token could be written beside it.
+
+        Writes (and removes) a temp file larger than the store will become, so a read-only
+        directory, a full disk or a quota fails before a refresh token is spent, not after.
+        """
+        self._ensure_directory()
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        tmp_name = None
+        try:
+            tmp_name = self._temp_file(b" " * (size + PROOF_SLACK_BYTES))
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot write token store {self.path}: {exc.strerror}; make its directory "
+                "writable (or set token_store_path); no refresh token was spent"
+            ) from None
+        finally:
+            if tmp_name:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+
+    def _temp_file(self, payload: bytes) -> str:
+        """A private, fsync'd file in the store's directory holding `payload`; its name."""
+        fd, name = tempfile.mkstemp(prefix=".tokens-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
+        return name
+
     def remove_member(self, key: str) -> bool:
         """Forget a member (after revoking); True when it was there."""
         with self.locked():
@@ -144,21 +226,35 @@ class TokenStore:
                 self.write(data)
         return found
 
+    def update_member(self, key: str, **fields: t.Any) -> None:
+        """Add facts (not tokens) to a member's entry, e.g. the WHOOP user id it belongs to."""
+        with self.locked():
+            data = self.read()
+            if key in data["members"]:
+                data["members"][key].update(fields)
+                self.write(data)
+
     def _ensure_directory(self) -> None:
         directory = self.path.parent
-        if directory.is_dir():
-            return
         try:
-            directory.mkdir(mode=0o700, parents=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise TokenStoreError(
                 f"cannot create token store directory {directory}: {exc.strerror}; "
                 "set token_store_path to a writable location"
             ) from None
 
-
-def _line(exc: ValueError) -> int:
-    return getattr(exc, "lineno", 0)
+    def _tighten_mode(self) -> None:
+        """A store others can read leaks every member's tokens: make it 0600 again, and say so."""
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+            if mode & 0o077:
+                logger.warning(
+                    "Token store %s was readable by other users (mode %o); set it to 0600",
+                    self.path,
+                    mode,
+                )
+                os.chmod(self.path, 0o600)
 
 
 def _connection_never_made(exc: requests.exceptions.RequestException) -> bool:
@@ -196,65 +292,134 @@ class WhoopApp:
         )
         return f"{self.oauth_url.rstrip('/')}/auth?{query}"
 
-    def refresh(self, refresh_token: str, member: str) -> dict[str, t.Any]:
-        """Spend a refresh token; resent only when the first attempt surely never left."""
+    def refresh(self, refresh_token: str, member: str, source: str = "") -> dict[str, t.Any]:
+        """Spend a refresh token; resent only when the first attempt surely never left.
+
+        `source` says where the token came from, for the message when WHOOP rejects it.
+        """
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": "offline"}
-        return self._token_request(form, member)
+        response = self._token_request(form, member)
+        body = self._parse_token_response(response, member)
+        if response.status_code in (400, 401):
+            raise ReauthorizeError(
+                member, f"WHOOP rejected the refresh token{source} ({describe_status(response)})"
+            )
+        if response.status_code != 200 or body is None:
+            what = "without tokens" if body is not None else "with a body that is not JSON"
+            raise TapWhoopError(
+                f"member {member!r}: WHOOP's token endpoint answered {describe_status(response)} "
+                f"{what}; the stored token was kept, run again later"
+            )
+        return body
 
     def exchange_code(self, code: str, redirect_uri: str, member: str) -> dict[str, t.Any]:
         """Trade the consent's authorization code for the member's first tokens."""
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
-        return self._token_request(form, member)
+        response = self._token_request(form, member)
+        body = self._parse_token_response(response, member)
+        if response.status_code in (400, 401):
+            raise TapWhoopError(
+                f"member {member!r}: WHOOP rejected the authorization code "
+                f"({describe_status(response)}): a code works once, for a few minutes, and "
+                "only with the same --redirect-uri; nothing was stored, run `tap-whoop auth` again"
+            )
+        if response.status_code != 200 or body is None or not _text(body, "access_token"):
+            raise TapWhoopError(
+                f"member {member!r}: WHOOP's token endpoint answered "
+                f"{describe_status(response)} without usable tokens; nothing was stored, run "
+                "`tap-whoop auth` again"
+            )
+        return body
 
-    def _token_request(self, form: dict[str, str], member: str) -> dict[str, t.Any]:
+    def _token_request(self, form: dict[str, str], member: str) -> requests.Response:
         form = {**form, "client_id": self.client_id, "client_secret": self.client_secret}
         for attempt in range(3):
             try:
-                response = self.session.post(
-                    self.token_url, data=form, timeout=OAUTH_TIMEOUT_SECONDS
-                )
-                break
+                return self.session.post(self.token_url, data=form, timeout=OAUTH_TIMEOUT_SECONDS)
             except requests.exceptions.RequestException as exc:
-                if _connection_never_made(exc) and attempt < 2:
-                    time.sleep(2**attempt)
-                    continue
+                if _connection_never_made(exc):
+                    if attempt < 2:
+                        time.sleep(2**attempt)
+                        continue
+                    raise TapWhoopError(
+                        f"member {member!r}: cannot reach WHOOP's token endpoint "
+                        f"{self.token_url} ({type(exc).__name__}); nothing was spent and the "
+                        "stored token was kept, run again later"
+                    ) from None
                 raise TapWhoopError(
-                    f"member {member!r}: cannot reach WHOOP's token endpoint {self.token_url} "
-                    f"({type(exc).__name__}); the stored token was kept, run again later"
+                    f"member {member!r}: WHOOP's token endpoint {self.token_url} did not answer "
+                    f"({type(exc).__name__}); the stored token was kept, run again later (if WHOOP "
+                    "had already rotated it, that run says so and re-authorizing is the fix)"
                 ) from None
-        return self._parse_token_response(response, member)
+        raise AssertionError("unreachable")
 
-    def _parse_token_response(self, response: requests.Response, member: str) -> dict[str, t.Any]:
+    def _parse_token_response(
+        self, response: requests.Response, member: str
+    ) -> dict[str, t.Any] | None:
+        """The JSON object WHOOP answered, or None; a rejected client is a config error."""
         try:
             body = response.json()
         except ValueError:
             body = None
-        error = body.get("error") if isinstance(body, dict) else None
-        if response.status_code == 401 and error == "invalid_client":
+        if not isinstance(body, dict):
+            return None
+        if response.status_code == 401 and body.get("error") == "invalid_client":
             raise ConfigError(
                 "WHOOP rejected client_id/client_secret (invalid_client); copy them again from "
                 "the WHOOP developer dashboard"
             )
-        if response.status_code in (400, 401):
-            raise ReauthorizeError(
-                member, f"WHOOP rejected the refresh token ({error or response.status_code})"
-            )
-        if response.status_code != 200 or not isinstance(body, dict):
-            raise TapWhoopError(
-                f"member {member!r}: WHOOP's token endpoint answered HTTP "
-                f"{response.status_code} with an unreadable body; the stored token was kept, "
-                "run again later"
-            )
-        if not body.get("access_token"):
-            raise TapWhoopError(
-                f"member {member!r}: WHOOP's token response has no access_token; the stored "
-                "token was kept, run again later"
-            )
         return body
+
+
+def describe_status(response: requests.Response) -> str:
+    """`HTTP 400 invalid_grant`: the status and WHOOP's error code, never the body at large."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    shown = isinstance(error, str) and error.isidentifier() and len(error) <= 40
+    return f"HTTP {response.status_code}" + (f" {error}" if shown else "")
+
+
+def _text(body: t.Mapping[str, t.Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _lifetime(body: t.Mapping[str, t.Any]) -> float:
+    value = body.get("expires_in")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return float(DEFAULT_LIFETIME_SECONDS)
 
 
 def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _seen_list(entry: t.Mapping[str, t.Any]) -> list[str]:
+    seen = entry.get("seen")
+    return [fp for fp in seen if isinstance(fp, str)] if isinstance(seen, list) else []
+
+
+def _seen(entry: t.Mapping[str, t.Any], *tokens: str | None) -> list[str]:
+    """Fingerprints of the tokens the entry has moved past: its list, its seed, and `tokens`."""
+    seen = _seen_list(entry)
+    for fp in (entry.get("seeded_from"), *(fingerprint(token) for token in tokens if token)):
+        if isinstance(fp, str) and fp not in seen:
+            seen.append(fp)
+    return seen[-SEEN_TOKENS_KEPT:]
+
+
+def _accounts_for(entry: t.Mapping[str, t.Any], configured: str) -> bool:
+    """True when the store holds this configured token, or a token it was rotated into."""
+    current = entry.get("refresh_token")
+    return (
+        entry.get("seeded_from") == configured
+        or (isinstance(current, str) and fingerprint(current) == configured)
+        or configured in _seen_list(entry)
+    )
 
 
 class MemberAuth:
@@ -273,56 +438,123 @@ class MemberAuth:
         self._app = app
         self._access_token: str | None = None
         self._expires_at = 0.0
-        self._refreshed_token: str | None = None
         self._rejected_token: str | None = None
+        self._retry_token: str | None = None
 
-    def access_token(self) -> str:
-        """A usable access token, refreshing (once, across processes) when none is."""
-        if self._access_token and self._expires_at - EXPIRY_MARGIN_SECONDS > time.time():
+    def access_token(self, *, force_refresh: bool = False) -> str:
+        """A usable access token, refreshing (once, across processes) when none is.
+
+        `force_refresh` spends the refresh token even when the stored access token is still good:
+        the credential check proves that way that the member's refresh token is alive.
+        """
+        if (
+            not force_refresh
+            and self._access_token
+            and self._expires_at - EXPIRY_MARGIN_SECONDS > time.time()
+        ):
             return self._access_token
         with self._store.locked():
             data = self._store.read()
-            entry = data["members"].get(self.key, {})
+            entry = self._entry(data)
             configured = fingerprint(self._configured) if self._configured else None
-            reseeded = configured is not None and entry.get("seeded_from") != configured
-            if not reseeded and self._usable(entry):
+            reseeded = configured is not None and not _accounts_for(entry, configured)
+            if not reseeded and not force_refresh and self._usable(entry):
                 self._adopt(entry)
                 return t.cast(str, self._access_token)
-            refresh_token = self._configured if reseeded else entry.get("refresh_token")
-            if not refresh_token:
-                raise ReauthorizeError(
-                    self.key, "no refresh token in the config or the token store"
-                )
-            if reseeded and entry:
-                logger.info("Member %r: using the new refresh_token from the config", self.key)
-            tokens = self._app.refresh(refresh_token, self.key)
-            entry = {
-                "refresh_token": tokens.get("refresh_token") or refresh_token,
-                "access_token": tokens["access_token"],
-                "expires_at": time.time() + float(tokens.get("expires_in") or 3600),
-                "scope": tokens.get("scope", entry.get("scope")),
-                "seeded_from": configured or entry.get("seeded_from"),
-                "updated_at": _utc_now(),
-            }
-            data["members"][self.key] = entry
-            self._store.write(data)
-            self._refreshed_token = entry["access_token"]
-            self._adopt(entry)
-            logger.info("Member %r: access token refreshed; rotated token stored", self.key)
+            self._refresh(data, entry, configured, reseeded=reseeded)
         return t.cast(str, self._access_token)
 
+    def _refresh(
+        self,
+        data: dict[str, t.Any],
+        entry: dict[str, t.Any],
+        configured: str | None,
+        *,
+        reseeded: bool,
+    ) -> None:
+        """Spend the refresh token (inside the lock); store its successor before any use."""
+        refresh_token = self._configured if reseeded else entry.get("refresh_token")
+        if not isinstance(refresh_token, str) or not refresh_token:
+            raise ReauthorizeError(self.key, "no refresh token in the config or the token store")
+        source = ""
+        if reseeded and entry:
+            logger.info("Member %r: using the new refresh_token from the config", self.key)
+            source = (
+                " from the config (new to the token store; if it is an old one, remove it from "
+                "the config)"
+            )
+        self._store.prove_writable()
+        tokens = self._app.refresh(refresh_token, self.key, source)
+        access_token = _text(tokens, "access_token")
+        updated = {
+            **entry,
+            "refresh_token": _text(tokens, "refresh_token") or refresh_token,
+            "access_token": access_token,
+            "expires_at": time.time() + _lifetime(tokens) if access_token else 0.0,
+            "scope": _text(tokens, "scope") or entry.get("scope"),
+            "seeded_from": configured or entry.get("seeded_from"),
+            "seen": _seen(entry, entry.get("refresh_token"), refresh_token),
+            "updated_at": _utc_now(),
+        }
+        data["members"][self.key] = updated
+        self._persist(data)
+        if not access_token:
+            raise TapWhoopError(
+                f"member {self.key!r}: WHOOP's token response had no access_token; its "
+                "refresh token was saved, run again later"
+            )
+        if self._rejected_token is not None:
+            self._retry_token = access_token
+        self._adopt(updated)
+        logger.info("Member %r: access token refreshed; rotated token stored", self.key)
+
     def reject(self, access_token: str) -> bool:
-        """Handle a 401: True when one refresh is worth trying, False when it was just tried."""
-        if access_token == self._refreshed_token:
-            return False
+        """Handle a 401: True when one refresh is worth trying, False when it was just tried.
+
+        A token refreshed because of an earlier 401 is worth another try only when the store
+        meanwhile holds another one: some other process has rotated the member's tokens since.
+        """
+        if access_token == self._retry_token:
+            stored = self._entry(self._store.read()).get("access_token")
+            if not (isinstance(stored, str) and stored != access_token):
+                return False
         self._rejected_token = access_token
         self._access_token = None
         return True
 
+    def _persist(self, data: dict[str, t.Any]) -> None:
+        """Write the rotated token, retrying briefly: WHOOP has already killed the old one."""
+        for attempt in range(PERSIST_ATTEMPTS):
+            try:
+                self._store.write(data)
+                return
+            except TokenStoreError as exc:
+                if attempt + 1 < PERSIST_ATTEMPTS:
+                    time.sleep(0.5)
+                    continue
+                raise TokenStoreError(
+                    f"member {self.key!r}: WHOOP rotated the refresh token but it could not be "
+                    f"saved ({exc}); nothing was synced with it. Fix the store, then re-authorize "
+                    f"with `{reauthorize_command(self.key)}`"
+                ) from None
+
+    def _entry(self, data: dict[str, t.Any]) -> dict[str, t.Any]:
+        entry = dict(data["members"].get(self.key, {}))
+        expires = entry.get("expires_at", 0)
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            raise TokenStoreError(
+                f"token store {self._store.path}: member {self.key!r} has a malformed entry "
+                "(expires_at); it was left as it is: restore it, or re-authorize with "
+                f"`{reauthorize_command(self.key)}`"
+            )
+        return entry
+
     def _usable(self, entry: dict[str, t.Any]) -> bool:
+        token = entry.get("access_token")
         return (
-            bool(entry.get("access_token"))
-            and entry["access_token"] != self._rejected_token
+            isinstance(token, str)
+            and bool(token)
+            and token != self._rejected_token
             and float(entry.get("expires_at", 0)) - EXPIRY_MARGIN_SECONDS > time.time()
         )
 
@@ -336,26 +568,29 @@ def store_consent(
 ) -> None:
     """Record a member's freshly consented tokens, replacing what the store had for them.
 
-    The config's current refresh token is marked as already seen, so that it does not override
-    the newer consent on the next run.
+    The config's current refresh token (and the member's previous stored one) are marked as
+    already seen, so that an old token left in the config does not override the newer consent.
     """
-    if not tokens.get("refresh_token"):
+    refresh_token = _text(tokens, "refresh_token")
+    if not refresh_token:
         raise TapWhoopError(
-            "WHOOP issued no refresh token; the consent must include the `offline` scope"
+            f"member {key!r}: WHOOP issued no refresh token; the consent must include the "
+            "`offline` scope (nothing was stored)"
         )
     with store.locked():
         data = store.read()
         previous = data["members"].get(key, {})
         data["members"][key] = {
-            "refresh_token": tokens["refresh_token"],
-            "access_token": tokens["access_token"],
-            "expires_at": time.time() + float(tokens.get("expires_in") or 3600),
-            "scope": tokens.get("scope"),
+            "refresh_token": refresh_token,
+            "access_token": _text(tokens, "access_token"),
+            "expires_at": time.time() + _lifetime(tokens),
+            "scope": _text(tokens, "scope"),
             "seeded_from": (
                 fingerprint(configured_refresh_token)
                 if configured_refresh_token
                 else previous.get("seeded_from")
             ),
+            "seen": _seen(previous, previous.get("refresh_token"), configured_refresh_token),
             "updated_at": _utc_now(),
         }
         store.write(data)

@@ -2,6 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+
+_config_args: tuple[str, ...] = ()
+
+
+def remember_config_args(values: list[str]) -> None:
+    """Note the `--config` values this process was started with, for exact re-run commands."""
+    global _config_args
+    _config_args = tuple(values)
+
+
+def command(subcommand: str, *args: str) -> str:
+    """A `tap-whoop` subcommand as this process was run: through Meltano, or with its config."""
+    rest = " ".join(shlex.quote(arg) for arg in args)
+    if os.environ.get("MELTANO_PROJECT_ROOT"):
+        environment = os.environ.get("MELTANO_ENVIRONMENT")
+        meltano = f"meltano --environment={shlex.quote(environment)}" if environment else "meltano"
+        plugin = shlex.quote(os.environ.get("MELTANO_EXTRACTOR_NAME") or "tap-whoop")
+        return f"{meltano} invoke {plugin} {subcommand} {rest}"
+    configs = " ".join(f"--config {shlex.quote(value)}" for value in _config_args)
+    return f"tap-whoop {subcommand} {configs or '--config CONFIG'} {rest}"
+
+
+def reauthorize_command(member: str) -> str:
+    """The command that gives `member` a new consent."""
+    return command("auth", "--member", member)
+
 
 class TapWhoopError(Exception):
     """A failure whose message says what is wrong and how to fix it (never a secret)."""
@@ -29,7 +57,7 @@ class ReauthorizeError(MemberError):
     def __init__(self, member: str, reason: str) -> None:
         super().__init__(
             f"member {member!r}: {reason}; re-authorize with "
-            f"`tap-whoop auth --config CONFIG --member {member}` (the token store was kept)"
+            f"`{reauthorize_command(member)}` (the token store was kept)"
         )
         self.member = member
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import json
 import typing as t
 from functools import cached_property
 from urllib.parse import urlparse
 
+import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop.auth import (
     Member,
@@ -17,9 +20,11 @@ from tap_whoop.auth import (
     TokenStore,
     WhoopApp,
     default_token_store_path,
+    secret_setting_errors,
 )
+from tap_whoop.check import check_credentials
 from tap_whoop.client import DEFAULT_API_URL, AppPacer, parse_time
-from tap_whoop.errors import ConfigError, MembersFailedError
+from tap_whoop.errors import ConfigError, MembersFailedError, reauthorize_command
 from tap_whoop.streams import STREAM_TYPES
 
 if t.TYPE_CHECKING:
@@ -170,6 +175,51 @@ class TapWhoop(Tap):
             raise ConfigError(errors[0])
         return errors
 
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """A missing or malformed config file is a usage error: one line, not a traceback."""
+        try:
+            return super().cb_config(ctx, param, value)
+        except (OSError, ValueError, TypeError) as exc:
+            raise click.BadParameter(str(exc).splitlines()[0], ctx=ctx, param=param) from None
+
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """`--test` checks every member's tokens and scopes (see `check.py`) instead of syncing."""
+        if value != CliTestOptionValue.All.value:
+            super().cb_test(ctx, param, value)
+            return
+        config, catalog = ctx.params.get("config"), ctx.params.get("catalog")
+        try:
+            catalog_dict = None if catalog is None else json.loads(catalog.read())
+        except ValueError:
+            raise ConfigError("the --catalog file is not valid JSON") from None
+        tap = cls(
+            config=getattr(config, "config", None),
+            parse_env_config=getattr(config, "parse_env", False),
+            catalog=catalog_dict,
+        )
+        check_credentials(tap)
+        ctx.exit()
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, reading `--catalog` before `--test` wherever it is given."""
+        command = super().get_singer_command()
+        command.help = (
+            "Execute the Singer tap. Members consent with `tap-whoop auth` and are removed with "
+            "`tap-whoop revoke` (see their --help)."
+        )
+        for param in command.params:
+            if param.name == "catalog":
+                param.is_eager = True
+            if param.name == "test" and isinstance(param, click.Option):
+                param.help = (
+                    "Use --test to check every member's credentials: refresh each token and ask "
+                    "each selected endpoint for a record. Use --test=schema to print the schemas."
+                )
+        return command
+
     def discover_streams(self) -> list[WhoopStream]:
         """Every WHOOP v2 endpoint; the drill-downs are not selected by default."""
         return [stream_type(tap=self) for stream_type in STREAM_TYPES]
@@ -223,7 +273,7 @@ class TapWhoop(Tap):
                 setting = "refresh_token" if key == DEFAULT_MEMBER else f"users[{key!r}]"
                 raise ConfigError(
                     f"{setting}: no refresh token for member {key!r} in the config or in "
-                    f"{self.token_store.path}; set it, or run `tap-whoop auth --member {key}`"
+                    f"{self.token_store.path}; set it, or run `{reauthorize_command(key)}`"
                 )
 
 
@@ -241,6 +291,7 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         for name in ("client_id", "client_secret")
         if not config.get(name)
     ]
+    errors += secret_setting_errors(config)
     users = config.get("users")
     if users is not None:
         errors += _users_errors(users)
