@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 import threading
 import time
 import typing as t
@@ -16,7 +17,12 @@ from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_whoop.errors import MemberError, QuotaExhaustedError, ReauthorizeError
+from tap_whoop.errors import (
+    MemberError,
+    QuotaExhaustedError,
+    ReauthorizeError,
+    reauthorize_command,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
@@ -191,7 +197,7 @@ class WhoopStream(RESTStream[str | None]):
                 raise MemberError(
                     f"member {member.key!r}: WHOOP refused {exc.path} (HTTP 403): the "
                     f"authorization lacks scope {self.scope!r} or was revoked; re-authorize "
-                    f"with `tap-whoop auth --config CONFIG --member {member.key}`"
+                    f"with `{reauthorize_command(member.key)}`"
                 ) from None
 
         return super().request_decorator(send_as_member)
@@ -243,6 +249,13 @@ class WhoopStream(RESTStream[str | None]):
                 wait = min(self.backoff_base_seconds * 2**failures, 60.0)
                 failures += 1
             exception = yield wait
+
+    def backoff_jitter(self, value: float) -> float:
+        """Up to a quarter more than the wait, so that no wait (401, 429) stays no wait.
+
+        The SDK's default adds up to a whole second to every wait, the zero ones included.
+        """
+        return value * (1 + random.random() / 4)  # noqa: S311 - jitter, not a secret
 
     def backoff_max_tries(self) -> int:
         """Attempts per request before the run fails with the last error."""

@@ -1,0 +1,397 @@
+"""The tap against WHOOP's HTTP: faults, retries, tokens, scopes, rate limits, daily quota."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import re
+import types
+import typing as t
+
+import pytest
+from conftest import NOW, SyncResult, run_tap, tap_config
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+from tap_whoop import client
+from tap_whoop.client import WhoopStream
+from tap_whoop.errors import MembersFailedError, QuotaExhaustedError
+from tap_whoop.sandbox import READ_SCOPES
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from tap_whoop.sandbox import Sandbox
+
+COLLECTIONS = {
+    "cycles": ("cycle", "/v2/cycle"),
+    "recovery": ("recovery", "/v2/recovery"),
+    "sleep": ("sleep", "/v2/activity/sleep"),
+    "workout": ("workout", "/v2/activity/workout"),
+}
+STREAM_OF_KIND = {kind: stream for stream, (kind, _) in COLLECTIONS.items()}
+MAX_TRIES = 8
+#: Sandbox time well before the wall clock, which the SDK caps bookmarks at.
+PAST = NOW - datetime.timedelta(days=60)
+
+
+def key_of(record: dict[str, t.Any]) -> t.Any:
+    return record["id"] if "id" in record else record["cycle_id"]
+
+
+def assert_complete(result: SyncResult, sandbox: Sandbox, *members: str) -> None:
+    """Every collection delivered exactly the sandbox's records: none lost, none twice."""
+    for stream, (kind, _) in COLLECTIONS.items():
+        expected = [r for key in members or ("alice",) for r in sandbox.records(key, kind)]
+        got = result.records(stream)
+        assert len({key_of(r) for r in got}) == len(got), f"duplicates in {stream}"
+        assert sorted(got, key=key_of) == sorted(expected, key=key_of), stream
+
+
+def fail_page(sandbox: Sandbox, kind: str, page: int, fault: str, times: int) -> None:
+    """Serve `fault` `times` times to the request for page `page` of a collection."""
+    path = COLLECTIONS[STREAM_OF_KIND[kind]][1]
+    if page == 1:
+        sandbox.inject_fault(path, fault, times)
+        return
+    served = 0
+    original = sandbox.page
+
+    def spy(key: str, record_kind: str, **window: t.Any) -> t.Any:
+        nonlocal served
+        if record_kind == kind:
+            served += 1
+            if served == page - 1:
+                sandbox.inject_fault(path, fault, times)
+        return original(key, record_kind, **window)  # type: ignore[arg-type]
+
+    sandbox.page = spy  # type: ignore[method-assign]
+
+
+def secrets_of(config: dict[str, t.Any]) -> list[str]:
+    """The client secret, the configured refresh tokens and every token in the store."""
+    found = [config["client_secret"]]
+    found += [config["refresh_token"]] if config.get("refresh_token") else []
+    found += [u["refresh_token"] for u in config.get("users", []) if u.get("refresh_token")]
+    with open(config["token_store_path"], encoding="utf-8") as handle:
+        for entry in json.load(handle)["members"].values():
+            found += [entry[k] for k in ("access_token", "refresh_token") if entry.get(k)]
+    assert len(found) >= 3
+    return found
+
+
+def assert_no_secret(text: str, config: dict[str, t.Any]) -> None:
+    for secret in secrets_of(config):
+        assert secret not in text
+
+
+# 5xx, timeouts, resets, garbage: retried, nothing lost
+
+
+@pytest.mark.parametrize("status", ["500", "502", "503"])
+def test_server_errors_then_success(
+    sandbox: Sandbox, config: dict[str, t.Any], status: str
+) -> None:
+    fail_page(sandbox, "sleep", page=2, fault=status, times=3)
+    result = run_tap(config)
+
+    assert result.error is None
+    assert sandbox.stats()["by_status"][status] == 3
+    assert_complete(result, sandbox)
+
+
+def test_retry_waits_grow_for_faults_and_are_zero_after_401_or_429(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(WhoopStream, "backoff_base_seconds", 1.0)
+    stream = object.__new__(WhoopStream)  # these two methods need no tap
+    waits = stream.backoff_wait_generator()
+    next(waits)
+    fault = RetriableAPIError("HTTP 503")
+    assert [waits.send(fault) for _ in range(3)] == [1.0, 2.0, 4.0]
+    assert waits.send(client.StaleTokenError("401")) == 0
+    assert waits.send(client.RateLimitedError("429")) == 0
+    assert [waits.send(fault) for _ in range(5)] == [8.0, 16.0, 32.0, 60.0, 60.0]
+    # jitter never turns "no wait" into a wait, and stays close to the wait
+    assert stream.backoff_jitter(0.0) == 0.0
+    assert all(8.0 <= stream.backoff_jitter(8.0) <= 10.0 for _ in range(100))
+
+
+def test_server_errors_forever_end_the_run_after_bounded_retries(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    sandbox.inject_fault("/v2/recovery", "503", times=1_000)
+    result = run_tap(config)
+
+    assert isinstance(result.error, RetriableAPIError)
+    assert "HTTP 503" in str(result.error)
+    assert "/v2/recovery" in str(result.error)
+    assert sandbox.stats()["by_path"]["/v2/recovery"] == MAX_TRIES
+    assert result.records("recovery") == []
+    assert result.bookmark("recovery", sandbox.member("alice").user_id) is None
+
+
+def test_a_timeout_is_retried(
+    sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(WhoopStream, "request_timeout", 0.3)
+    monkeypatch.setattr(sandbox, "fault_delay", 1.0)
+    fail_page(sandbox, "workout", page=2, fault="timeout", times=1)
+    result = run_tap(config)
+
+    assert result.error is None
+    pages = -(-len(sandbox.records("alice", "workout")) // 25)
+    assert sandbox.stats()["by_path"]["/v2/activity/workout"] == pages + 1
+    assert_complete(result, sandbox)
+
+
+@pytest.mark.parametrize("fault", ["reset", "garbage"])
+def test_a_broken_or_unparseable_body_is_retried(
+    sandbox: Sandbox, config: dict[str, t.Any], fault: str
+) -> None:
+    fail_page(sandbox, "cycle", page=2, fault=fault, times=2)
+    result = run_tap(config)
+
+    assert result.error is None
+    pages = -(-len(sandbox.records("alice", "cycle")) // 25)
+    assert sandbox.stats()["by_path"]["/v2/cycle"] == pages + 2
+    assert_complete(result, sandbox)
+
+
+def test_garbage_forever_is_a_clear_error(sandbox: Sandbox, config: dict[str, t.Any]) -> None:
+    sandbox.inject_fault("/v2/activity/sleep", "garbage", times=1_000)
+    result = run_tap(config)
+
+    assert isinstance(result.error, RetriableAPIError)
+    assert "not JSON" in str(result.error)
+    assert sandbox.stats()["by_path"]["/v2/activity/sleep"] == MAX_TRIES
+
+
+# 401, 403, 400
+
+
+def warm_store(config: dict[str, t.Any]) -> None:
+    """A first run, so that the next one starts from a stored, still valid access token."""
+    assert run_tap(config).error is None
+
+
+def test_a_401_refreshes_once_and_retries(sandbox: Sandbox, config: dict[str, t.Any]) -> None:
+    warm_store(config)
+    refreshes = sandbox.stats()["refreshes"]
+    sandbox.inject_fault("/v2/cycle", "401", times=1)
+    result = run_tap(config)
+
+    assert result.error is None
+    assert sandbox.stats()["refreshes"] == refreshes + 1
+    assert sandbox.stats()["by_status"]["401"] == 1
+    assert_complete(result, sandbox)
+
+
+def test_a_401_after_a_fresh_refresh_asks_to_reauthorize(
+    sandbox: Sandbox, config: dict[str, t.Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    warm_store(config)
+    refreshes = sandbox.stats()["refreshes"]
+    sandbox.inject_fault("/v2/cycle", "401", times=2)
+    result = run_tap(config)
+
+    assert isinstance(result.error, MembersFailedError)
+    message = str(result.error)
+    assert "freshly refreshed access token (HTTP 401)" in message
+    assert "re-authorize with" in message
+    assert "'default'" in message
+    assert sandbox.stats()["refreshes"] == refreshes + 1  # one refresh, not a loop of them
+    assert sandbox.stats()["by_status"]["401"] == 2
+    assert result.records("cycles") == []
+    assert_no_secret(message + caplog.text, config)
+
+
+def test_a_member_failing_mid_stream_keeps_its_bookmark(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    user_id = sandbox.member("alice").user_id
+    first = run_tap(config)
+    assert first.error is None
+    before = first.bookmark("cycles", user_id)
+    assert before is not None
+
+    sandbox.advance(days=30)  # expires the stored access token too: the run starts refreshed
+    warm_store(config)
+    fail_page(sandbox, "cycle", page=2, fault="401", times=2)
+    second = run_tap(config, state=copy.deepcopy(first.state))
+
+    assert isinstance(second.error, MembersFailedError)
+    assert len(second.records("cycles")) == 25  # page 1 arrived
+    assert max(c["start"] for c in second.records("cycles")) > before
+    states = [m["value"] for m in second.messages if m["type"] == "STATE"]
+    assert states
+    for state in states:
+        partitions = state["bookmarks"]["cycles"]["partitions"]
+        held = [
+            p.get("replication_key_value") for p in partitions if p["context"]["user_id"] == user_id
+        ]
+        assert held == [before]
+
+
+def test_a_missing_scope_is_named(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scopes = [s for s in READ_SCOPES if s != "read:sleep"]
+    config = tap_config(
+        sandbox, tmp_path, refresh_token=sandbox.issue_refresh_token("alice", scopes=scopes)
+    )
+    result = run_tap(config)
+
+    assert isinstance(result.error, MembersFailedError)
+    message = str(result.error)
+    assert "'read:sleep'" in message
+    assert "HTTP 403" in message
+    assert "/v2/activity/sleep" in message
+    assert sandbox.stats()["by_status"]["403"] == 1
+    assert result.records("sleep") == []
+    # what was synced before the refusal is delivered
+    assert result.records("cycles") == sandbox.records("alice", "cycle")
+    assert_no_secret(message + caplog.text, config)
+
+
+def test_a_400_shows_the_request_but_no_token(
+    sandbox: Sandbox, config: dict[str, t.Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox.inject_fault("/v2/activity/workout", "400", times=1)
+    result = run_tap(config)
+
+    assert isinstance(result.error, FatalAPIError)
+    message = str(result.error)
+    assert "GET /developer/v2/activity/workout?" in message
+    assert "limit=25" in message
+    assert "HTTP 400" in message
+    assert sandbox.stats()["by_path"]["/v2/activity/workout"] == 1  # not retried
+    assert_no_secret(message + caplog.text, config)
+
+
+# Rate limits
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the pacer asks for, returned at once instead of slept."""
+    asked: list[float] = []
+    monkeypatch.setattr(client.time, "sleep", asked.append)
+    return asked
+
+
+def test_a_429_waits_as_told_slows_down_and_completes(
+    sandbox: Sandbox, config: dict[str, t.Any], sleeps: list[float]
+) -> None:
+    fail_page(sandbox, "cycle", page=2, fault="429", times=1)
+    result = run_tap(config)
+
+    assert result.error is None
+    assert sandbox.stats()["rate_limited"] == 1
+    pacer = t.cast(t.Any, result.tap).pacer
+    assert pacer.rate_limited == 1
+    assert pacer.rate is not None
+    assert pacer.rate < pacer.ceiling
+    # the injected 429 says X-RateLimit-Reset: 2 (seconds)
+    assert sleeps
+    assert 1.5 < max(sleeps) <= 2.0
+    assert_complete(result, sandbox)
+
+
+def two_members(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, **options: t.Any
+) -> tuple[Sandbox, dict[str, t.Any]]:
+    sandbox = start_sandbox(members=("alice", "bob"), history_days=20, **options)
+    config = tap_config(sandbox, tmp_path)
+    del config["refresh_token"]
+    config["users"] = [
+        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in ("alice", "bob")
+    ]
+    return sandbox, config
+
+
+def test_members_share_the_apps_requests_per_minute(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "minute" of half a second on both sides; WHOOP's headers ignored, so only the
+    # tap's own ceiling, shared by both members, keeps the app under the budget.
+    monkeypatch.setattr(client, "Duration", types.SimpleNamespace(MINUTE=500))
+    monkeypatch.setattr(client, "LOW_REMAINING", 0)
+    sandbox, config = two_members(start_sandbox, tmp_path, per_minute=5, minute_window=0.5)
+    config["max_requests_per_minute"] = 4
+    result = run_tap(config)
+
+    assert result.error is None
+    assert sandbox.stats()["requests"] > 2 * 5
+    assert sandbox.stats()["rate_limited"] == 0
+    assert_complete(result, sandbox, "alice", "bob")
+
+
+@pytest.mark.parametrize("heed_headers", [True, False])
+def test_low_remaining_slows_the_tap_before_a_429(
+    start_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    heed_headers: bool,
+) -> None:
+    if not heed_headers:  # the control: the same run without reading X-RateLimit-Remaining
+        monkeypatch.setattr(client, "LOW_REMAINING", 0)
+    sandbox, config = two_members(start_sandbox, tmp_path, per_minute=10, minute_window=1.0)
+    result = run_tap(config)
+
+    assert result.error is None
+    assert sandbox.stats()["requests"] - sandbox.stats()["rate_limited"] > 10
+    assert (sandbox.stats()["rate_limited"] == 0) is heed_headers
+    assert_complete(result, sandbox, "alice", "bob")
+
+
+RESUME = re.compile(r"resume after \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC \(in \d+\.\d h\)")
+
+
+def test_a_spent_daily_quota_stops_before_a_429_with_state_kept(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(per_day=3)  # profile, body measurement, first page of cycles
+    config = tap_config(sandbox, tmp_path)
+    result = run_tap(config)
+
+    assert isinstance(result.error, QuotaExhaustedError)
+    assert RESUME.search(str(result.error)), str(result.error)
+    assert "daily request quota" in str(result.error)
+    assert sandbox.stats()["requests"] == 3
+    assert sandbox.stats()["rate_limited"] == 0
+    assert len(result.records("cycles")) == 25
+    user_id = sandbox.member("alice").user_id
+    states = [m["value"] for m in result.messages if m["type"] == "STATE"]
+    assert all(
+        "replication_key_value" not in p
+        for s in states
+        for p in s.get("bookmarks", {}).get("cycles", {}).get("partitions", [])
+        if p["context"] == {"user_id": user_id}
+    )
+
+
+def test_a_429_with_a_reset_hours_away_stops_with_state_kept(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    probe = start_sandbox()
+    one_run = 2 + sum(
+        -(-len(probe.records("alice", kind)) // 25) for kind, _ in COLLECTIONS.values()
+    )
+    sandbox = start_sandbox(per_day=one_run)  # exactly one full run
+    config = tap_config(sandbox, tmp_path)
+    first = run_tap(config)
+    assert first.error is None
+    assert sandbox.stats()["requests"] == one_run
+
+    second = run_tap(config, state=copy.deepcopy(first.state))
+
+    assert isinstance(second.error, QuotaExhaustedError)
+    assert RESUME.search(str(second.error)), str(second.error)
+    assert sandbox.stats()["rate_limited"] == 1
+    assert second.records("profile") == []
+    for state in (m["value"] for m in second.messages if m["type"] == "STATE"):
+        assert state["bookmarks"] == first.state["bookmarks"]  # type: ignore[index]
