@@ -21,7 +21,7 @@ if t.TYPE_CHECKING:
 
 NOW = datetime.datetime(2026, 11, 20, 12, 0, tzinfo=datetime.timezone.utc)
 CLIENT_ID = "sandbox-client"
-CLIENT_SECRET = "sandbox-secret"  # noqa: S105
+CLIENT_SECRET = "sandbox-secret"
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,9 @@ class SyncResult:
     tap: TapWhoop | None = field(default=None, repr=False)
 
     def records(self, stream: str) -> list[dict[str, t.Any]]:
-        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+        return [
+            m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream
+        ]
 
     @property
     def state(self) -> dict[str, t.Any] | None:
@@ -99,7 +101,9 @@ class SyncResult:
         return states[-1] if states else None
 
     def bookmark(self, stream: str, user_id: int) -> str | None:
-        for partition in (self.state or {}).get("bookmarks", {}).get(stream, {}).get("partitions", []):
+        for partition in (
+            (self.state or {}).get("bookmarks", {}).get(stream, {}).get("partitions", [])
+        ):
             if partition["context"] == {"user_id": user_id}:
                 return t.cast("str | None", partition.get("replication_key_value"))
         return None
@@ -129,7 +133,7 @@ def run_tap(
         try:
             tap = TapWhoop(config=config, state=state, catalog=catalog)
             tap.sync_all()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             error = exc
     messages = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
     return SyncResult(messages=messages, error=error, tap=tap)

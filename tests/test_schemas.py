@@ -83,7 +83,10 @@ def test_the_check_catches_a_missing_field(components: dict) -> None:
     del broken["properties"]["score"]["properties"]["strain"]
     broken["properties"]["end"]["type"] = ["string"]
     problems = _mismatches(broken, components["Cycle"], components, "cycles")
-    assert problems == ["cycles.end: WHOOP may omit it, so it must be nullable", "cycles.score.strain missing"]
+    assert problems == [
+        "cycles.end: WHOOP may omit it, so it must be nullable",
+        "cycles.score.strain missing",
+    ]
 
 
 def test_streams_use_these_schemas() -> None:
