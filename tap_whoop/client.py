@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import decimal
 import logging
 import random
 import threading
 import time
 import typing as t
+import weakref
 from urllib.parse import urlparse
 
 import pendulum
@@ -15,6 +17,7 @@ import requests
 from pyrate_limiter import Duration, Limiter, Rate
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_whoop.errors import (
@@ -133,7 +136,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
 
     def get_next(self, response: requests.Response) -> str | None:
         """Read the next page's token, refusing to walk in circles."""
-        token = response.json().get("next_token") or None
+        token = page_body(response).get("next_token") or None
         if token is None:
             return None
         if token in self._seen:
@@ -143,6 +146,16 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
             )
         self._seen.add(token)
         return token
+
+
+_bodies: weakref.WeakKeyDictionary[requests.Response, t.Any] = weakref.WeakKeyDictionary()
+
+
+def page_body(response: requests.Response) -> t.Any:
+    """A response's JSON, decoded once: validation, records and the next page token all need it."""
+    if response not in _bodies:
+        _bodies[response] = response.json(parse_float=decimal.Decimal)
+    return _bodies[response]
 
 
 def is_final(record: dict[str, t.Any]) -> bool:
@@ -223,7 +236,7 @@ class WhoopStream(RESTStream[str | None]):
                 f"{response.text[:300]}"
             )
         try:
-            response.json()
+            _bodies[response] = response.json(parse_float=decimal.Decimal)
         except ValueError:
             raise RetriableAPIError(
                 f"WHOOP answered {path} with a body that is not JSON", response
@@ -233,7 +246,7 @@ class WhoopStream(RESTStream[str | None]):
         """Records of a page; nothing for a 404 that means "none yet"."""
         if response.status_code == 404:
             return []
-        return super().parse_response(response)
+        return extract_jsonpath(self.records_jsonpath, input=page_body(response))
 
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
         """Exponential waits for faults, capped at a minute; none after a 401 or a 429.

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop.auth import (
@@ -40,6 +41,8 @@ class TapWhoop(Tap):
     """Singer tap for the WHOOP API v2."""
 
     name = "tap-whoop"
+    #: msgspec serializes records about twice as fast as the standard library.
+    message_writer_class = MsgSpecWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(

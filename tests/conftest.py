@@ -126,7 +126,7 @@ def run_tap(
 ) -> SyncResult:
     """Run the tap in-process; an exception ends the run and is returned, not raised."""
     catalog = catalog_selecting(config, select) if select is not None else None
-    out = io.StringIO()
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # the tap writes bytes to .buffer
     tap = None
     error: BaseException | None = None
     with contextlib.redirect_stdout(out):
@@ -135,5 +135,7 @@ def run_tap(
             tap.sync_all()
         except Exception as exc:
             error = exc
-    messages = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    out.flush()
+    lines = out.buffer.getvalue().decode().splitlines()  # type: ignore[attr-defined]
+    messages = [json.loads(line) for line in lines if line.strip()]
     return SyncResult(messages=messages, error=error, tap=tap)
