@@ -1,0 +1,103 @@
+"""Records per second through the `tap-whoop` command, as a share of a bare HTTP loop's.
+
+Why: the tap adds pacing, token handling, retries, schema conformance and Singer messages on
+top of the HTTP calls. The bare loop (`_bare_loop.py`) makes the same calls (endpoints, page
+size, nextToken pages) with one requests.Session and writes the same records as JSON lines, so
+the ratio is the tap's own overhead rather than the sandbox's speed.
+
+Both run as child processes of the same Python against one unthrottled sandbox, alternating,
+after one untimed warm-up each; the median of REPEATS timed runs is reported. Start-up counts:
+users wait for it too, and 10 years of history keeps it a small share. Wall time is the target
+measure; CPU time of the child is shown too because it barely moves on a busy machine.
+
+    python benchmarks/throughput.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import typing as t
+from pathlib import Path
+
+import _common as c
+
+HISTORY_DAYS = 3650
+REPEATS = 3
+TARGET = 0.5
+BARE_LOOP = Path(__file__).resolve().parent / "_bare_loop.py"
+
+
+def main() -> None:
+    with c.sandbox(HISTORY_DAYS) as box, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        records = sum(c.collection_sizes(box).values()) + 2  # + profile and body
+        config = c.write_config(box, work, max_requests_per_minute=10**9)
+        api_url = box.server.api_url  # type: ignore[attr-defined]
+        commands = {
+            "tap-whoop": lambda: c.tap(config),
+            # A fresh token each time: the tap's refresh revokes the member's older tokens.
+            "bare loop": lambda: [
+                sys.executable,
+                str(BARE_LOOP),
+                api_url,
+                box.issue_access_token(c.MEMBER),
+                "/dev/null",
+            ],
+        }
+        runs: dict[str, list[c.Child]] = {name: [] for name in commands}
+        requests: dict[str, int] = {}
+        for repeat in range(REPEATS + 1):
+            for name, command in commands.items():
+                argv = command()
+                box.reset_stats()
+                run = c.run_child(argv, stderr=work / "stderr.log")
+                requests[name] = box.stats()["requests"]
+                if repeat:  # the first round only warms caches
+                    runs[name].append(run)
+
+    result = {name: summarize(measured, requests[name], records) for name, measured in runs.items()}
+    tap, bare = result["tap-whoop"], result["bare loop"]
+    ratio = tap["records_per_second"] / bare["records_per_second"]
+    cpu_ratio = bare["median_cpu_seconds"] / tap["median_cpu_seconds"]
+
+    print(f"{records:,} records ({HISTORY_DAYS} days of history), no rate limit")
+    headers = ["run", "requests", "wall s", "median s", "records/s", "median CPU s"]
+    print(c.table(headers, [row(name, r) for name, r in result.items()]))
+    print(f"tap/bare records/s: {ratio:.2f} (target >= {TARGET}); by CPU time: {cpu_ratio:.2f}")
+    path = c.save(
+        "throughput",
+        {
+            "history_days": HISTORY_DAYS,
+            "records": records,
+            "repeats": REPEATS,
+            "runs": result,
+            "ratio": round(ratio, 3),
+            "cpu_ratio": round(cpu_ratio, 3),
+            "target": TARGET,
+        },
+    )
+    print(f"wrote {path}")
+
+
+def summarize(measured: list[c.Child], requests: int, records: int) -> dict[str, t.Any]:
+    """Per-run times and their medians; records per second from the median wall time."""
+    median = c.median([run.seconds for run in measured])
+    return {
+        "requests": requests,
+        "seconds": [round(run.seconds, 2) for run in measured],
+        "cpu_seconds": [round(run.cpu_seconds, 2) for run in measured],
+        "median_seconds": round(median, 3),
+        "median_cpu_seconds": round(c.median([run.cpu_seconds for run in measured]), 3),
+        "records_per_second": round(records / median),
+    }
+
+
+def row(name: str, r: dict[str, t.Any]) -> list[t.Any]:
+    runs = " ".join(f"{s:.2f}" for s in r["seconds"])
+    medians = [r["median_seconds"], r["records_per_second"], r["median_cpu_seconds"]]
+    return [name, r["requests"], runs, *medians]
+
+
+if __name__ == "__main__":
+    main()
