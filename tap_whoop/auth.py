@@ -234,6 +234,11 @@ class TokenStore:
                 data["members"][key].update(fields)
                 self.write(data)
 
+    def beside(self, name: str) -> Path:
+        """A file in the store's private directory, for state other tap processes share."""
+        self._ensure_directory()
+        return self.path.parent / name
+
     def _ensure_directory(self) -> None:
         directory = self.path.parent
         try:

@@ -6,6 +6,7 @@ import datetime
 import decimal
 import logging
 import random
+import sqlite3
 import threading
 import time
 import typing as t
@@ -14,13 +15,14 @@ from urllib.parse import urlparse
 
 import pendulum
 import requests
-from pyrate_limiter import Duration, Limiter, Rate
+from pyrate_limiter import AbstractBucket, Duration, InMemoryBucket, Limiter, Rate, SQLiteBucket
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_whoop.errors import (
+    ConfigError,
     MemberError,
     QuotaExhaustedError,
     ReauthorizeError,
@@ -29,6 +31,7 @@ from tap_whoop.errors import (
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
+    from pathlib import Path
 
     from singer_sdk.helpers.types import Context
 
@@ -53,16 +56,30 @@ class StaleTokenError(RetriableAPIError):
 class AppPacer:
     """Spends one WHOOP app's rate limit for all of its members.
 
-    A sliding-window limiter (pyrate-limiter) enforces `max_requests_per_minute`. On top of it,
-    WHOOP's own counters slow requests down before the window runs dry, and a 429 halves the
-    request rate, which then grows back by one request per minute per success (AIMD).
+    A sliding-window limiter (pyrate-limiter) enforces `max_requests_per_minute`; given a
+    `shared_file`, its window lives in SQLite there, so that every tap process of the app on this
+    machine (one job per member, overlapping schedules) stays under the ceiling together. On top
+    of it, WHOOP's own counters slow requests down before the window runs dry, and a 429 halves
+    the request rate, which then grows back by one request per minute per success (AIMD).
     """
 
-    def __init__(self, max_requests_per_minute: int) -> None:
+    def __init__(self, max_requests_per_minute: int, shared_file: Path | None = None) -> None:
         self.ceiling = float(max_requests_per_minute)
         self.rate: float | None = None
         self.rate_limited = 0
-        self._limiter = Limiter(Rate(max_requests_per_minute, Duration.MINUTE))
+        rates = [Rate(max_requests_per_minute, Duration.MINUTE)]
+        bucket: AbstractBucket = InMemoryBucket(rates)
+        if shared_file is not None:
+            try:
+                bucket = SQLiteBucket.init_from_file(
+                    rates, db_path=str(shared_file), use_file_lock=True
+                )
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    f"cannot open the shared rate-limit file {shared_file} ({exc}); make its "
+                    "directory writable, or set token_store_path to a writable location"
+                ) from None
+        self._limiter = Limiter(bucket)
         self._lock = threading.Lock()
         self._not_before = 0.0
         self._quota_resets_at: float | None = None
@@ -195,8 +212,8 @@ class WhoopStream(RESTStream[str | None]):
 
         def send_as_member(request: requests.PreparedRequest, context: Context | None) -> t.Any:
             member = self._tap.members.for_context(context)
-            self._tap.pacer.wait()
             token = member.auth.access_token()
+            self._tap.pacer.wait()
             request.headers["Authorization"] = f"Bearer {token}"
             try:
                 return func(request, context)

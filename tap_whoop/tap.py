@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import typing as t
 from functools import cached_property
@@ -249,9 +250,11 @@ class TapWhoop(Tap):
 
     @cached_property
     def pacer(self) -> AppPacer:
-        """The app's rate limit, shared by every stream and member."""
+        """The app's rate limit, shared by every stream, member and tap process of the app."""
+        app = hashlib.sha256(str(self.config["client_id"]).encode()).hexdigest()[:16]
         return AppPacer(
-            int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE)
+            int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE),
+            shared_file=self.token_store.beside(f"rate-limit-{app}.sqlite"),
         )
 
     def sync_all(self) -> None:  # type: ignore[misc]

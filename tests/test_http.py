@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import multiprocessing
 import re
+import time
 import types
 import typing as t
+from pathlib import Path
 
 import pytest
 from conftest import NOW, SyncResult, run_tap, tap_config
@@ -20,7 +23,6 @@ from tap_whoop.sandbox import READ_SCOPES
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from tap_whoop.sandbox import Sandbox
 
@@ -395,3 +397,36 @@ def test_a_429_with_a_reset_hours_away_stops_with_state_kept(
     assert second.records("profile") == []
     for state in (m["value"] for m in second.messages if m["type"] == "STATE"):
         assert state["bookmarks"] == first.state["bookmarks"]  # type: ignore[index]
+
+
+def acquire_slots(shared_file: str | None, times: int, barrier: t.Any, results: t.Any) -> None:
+    """In its own process: take `times` request slots from an app pacer with a 1-second minute."""
+    client.Duration = types.SimpleNamespace(MINUTE=1000)  # type: ignore[assignment]
+    pacer = client.AppPacer(5, shared_file=Path(shared_file) if shared_file else None)
+    barrier.wait()
+    stamps = []
+    for _ in range(times):
+        pacer.wait()
+        stamps.append(time.time())
+    results.put(stamps)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_tap_processes_of_one_app_share_the_ceiling(tmp_path: Path, shared: bool) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    shared_file = str(tmp_path / "rate-limit.sqlite") if shared else None
+    processes = [
+        context.Process(target=acquire_slots, args=(shared_file, 5, barrier, results))
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.start()
+    stamps = sorted(stamp for _ in processes for stamp in results.get(timeout=60))
+    for process in processes:
+        process.join(timeout=30)
+    busiest_second = max(sum(1 for s in stamps if start <= s < start + 1) for start in stamps)
+    if shared:
+        assert busiest_second <= 5
+    else:  # the control: two in-memory windows let both processes through at once
+        assert busiest_second == 10
