@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 
 from tap_whoop.errors import (
     ConfigError,
+    MemberError,
     ReauthorizeError,
     TapWhoopError,
     TokenStoreError,
@@ -311,7 +312,7 @@ class WhoopApp:
             )
         if response.status_code != 200 or body is None:
             what = "without tokens" if body is not None else "with a body that is not JSON"
-            raise TapWhoopError(
+            raise MemberError(
                 f"member {member!r}: WHOOP's token endpoint answered {describe_status(response)} "
                 f"{what}; the stored token was kept, run again later"
             )
@@ -346,12 +347,12 @@ class WhoopApp:
                     if attempt < 2:
                         time.sleep(2**attempt)
                         continue
-                    raise TapWhoopError(
+                    raise MemberError(
                         f"member {member!r}: cannot reach WHOOP's token endpoint "
                         f"{self.token_url} ({type(exc).__name__}); nothing was spent and the "
                         "stored token was kept, run again later"
                     ) from None
-                raise TapWhoopError(
+                raise MemberError(
                     f"member {member!r}: WHOOP's token endpoint {self.token_url} did not answer "
                     f"({type(exc).__name__}); the stored token was kept, run again later (if WHOOP "
                     "had already rotated it, that run says so and re-authorizing is the fix)"
@@ -504,12 +505,12 @@ class MemberAuth:
         data["members"][self.key] = updated
         self._persist(data)
         if not access_token:
-            raise TapWhoopError(
+            raise MemberError(
                 f"member {self.key!r}: WHOOP's token response had no access_token; its "
                 "refresh token was saved, run again later"
             )
         if self._rejected_token is not None:
-            self._retry_token = access_token
+            self._retry_token, self._rejected_token = access_token, None
         self._adopt(updated)
         logger.info("Member %r: access token refreshed; rotated token stored", self.key)
 
@@ -614,6 +615,11 @@ class Member:
     auth: MemberAuth
     user_id: int | None = None
     failure: str | None = None
+    stream_failures: dict[str, str] = field(default_factory=dict)
+
+    def skips(self, stream: str) -> bool:
+        """Whether nothing more is to be synced from `stream` for this member in this run."""
+        return self.failure is not None or stream in self.stream_failures
 
 
 class Members:
@@ -640,12 +646,19 @@ class Members:
             return self._by_user_id[context["user_id"]]
         raise LookupError(f"no member in stream context {dict(context or {})}")
 
-    def fail(self, member: Member, error: Exception) -> None:
-        """Stop syncing a member for the rest of the run, and say why."""
-        member.failure = str(error)
+    def fail(self, member: Member, stream: str, error: MemberError) -> None:
+        """Stop syncing a member (or one of their streams) for the rest of the run, and say why."""
+        if error.whole_member:
+            member.failure = str(error)
+        else:
+            member.stream_failures[stream] = str(error)
         logger.error("%s", error)
 
     @property
-    def failures(self) -> list[Member]:
-        """Members that could not be synced."""
-        return [member for member in self if member.failure]
+    def problems(self) -> list[str]:
+        """What could not be synced, one message per member or member's stream."""
+        return [
+            message
+            for member in self
+            for message in ([member.failure] if member.failure else member.stream_failures.values())
+        ]

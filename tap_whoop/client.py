@@ -24,6 +24,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from tap_whoop.errors import (
     ConfigError,
     MemberError,
+    MissingScopeError,
     QuotaExhaustedError,
     ReauthorizeError,
     reauthorize_command,
@@ -224,7 +225,7 @@ class WhoopStream(RESTStream[str | None]):
                     member.key, "WHOOP rejected a freshly refreshed access token (HTTP 401)"
                 ) from None
             except _ScopeError as exc:
-                raise MemberError(
+                raise MissingScopeError(
                     f"member {member.key!r}: WHOOP refused {exc.path} (HTTP 403): the "
                     f"authorization lacks scope {self.scope!r} or was revoked; re-authorize "
                     f"with `{reauthorize_command(member.key)}`"
@@ -303,14 +304,22 @@ class WhoopStream(RESTStream[str | None]):
         )
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """One member's records; a member whose authorization fails is reported, not fatal."""
+        """One member's records; a member's failure is reported at the end, not fatal.
+
+        Whatever a failure interrupts keeps its bookmark: this stream's when it failed, or when
+        the member or a drill-down of its records did meanwhile.
+        """
         member = self._tap.members.for_context(context)
-        if member.failure:
+        if member.skips(self.name):
             return
         try:
-            yield from super().get_records(context)
+            for record in super().get_records(context):
+                yield record
+                if member.failure:
+                    break
         except MemberError as exc:
-            self._tap.members.fail(member, exc)
+            self._tap.members.fail(member, self.name, exc)
+        if member.skips(self.name) or any(member.skips(child.name) for child in self.child_streams):
             self.get_context_state(context).pop("progress_markers", None)
 
 

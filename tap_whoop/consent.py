@@ -244,9 +244,12 @@ def revoke_member(tap: TapWhoop, member: str, *, local_only: bool = False) -> st
         raise TapWhoopError(
             f"member {member!r} is not in the token store {store.path} (members there: {known})"
         )
+    listed = member in dict(configured_members(tap.config)) and tap.config.get("users")
     config_note = (
         "; remove its refresh_token from the config, or the next run reports it rejected"
         if configured
+        else f"; remove {member!r} from `users`, or the next run stops asking for its token"
+        if listed
         else ""
     )
     if local_only:

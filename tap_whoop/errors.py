@@ -48,7 +48,16 @@ class TokenStoreError(TapWhoopError):
 
 
 class MemberError(TapWhoopError):
-    """One member cannot be synced (revoked, missing scope); the other members go on."""
+    """One member cannot be synced (revoked, unreachable tokens); the other members go on."""
+
+    #: False when only the stream that met it is affected; the member's other streams go on.
+    whole_member = True
+
+
+class MissingScopeError(MemberError):
+    """WHOOP refuses one endpoint to a member (HTTP 403): only the streams needing it fail."""
+
+    whole_member = False
 
 
 class ReauthorizeError(MemberError):

@@ -152,7 +152,7 @@ class ByIdStream(MemberStream):
                 found = True
                 yield record
             member = self._tap.members.for_context(context)
-            if not found and not member.failure:
+            if not found and not member.skips(self.name):
                 self.logger.warning(
                     "%s: WHOOP has no record %s for member %r; check %s",
                     self.name,

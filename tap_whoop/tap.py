@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import typing as t
+import uuid
 from functools import cached_property
 from urllib.parse import urlparse
 
@@ -162,13 +164,39 @@ class TapWhoop(Tap):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         if self.input_catalog is not None:
-            known = set(self.streams)
-            unknown = sorted(set(self.input_catalog) - known)
-            if unknown:
+            self._check_catalog()
+        self._check_bookmarks()
+
+    def _check_catalog(self) -> None:
+        known = set(self.streams)
+        unknown = sorted(set(t.cast(t.Any, self.input_catalog)) - known)
+        if unknown:
+            raise ConfigError(
+                f"the catalog names unknown stream(s) {', '.join(unknown)}; tap-whoop has "
+                f"{', '.join(sorted(known))}: regenerate it with `tap-whoop --discover`"
+            )
+        cycles = self.streams["cycles"]
+        for child in cycles.child_streams:
+            if child.selected and not cycles.selected:
                 raise ConfigError(
-                    f"the catalog names unknown stream(s) {', '.join(unknown)}; tap-whoop has "
-                    f"{', '.join(sorted(known))}: regenerate it with `tap-whoop --discover`"
+                    f"{child.name} is read once per cycle that `cycles` syncs: select `cycles` "
+                    "too (without its bookmark every run would re-read the whole history, one "
+                    "request per cycle)"
                 )
+
+    def _check_bookmarks(self) -> None:
+        for name, bookmark in (self.state.get("bookmarks") or {}).items():
+            for entry in [bookmark, *bookmark.get("partitions", [])]:
+                value = entry.get("replication_key_value")
+                if value is None:
+                    continue
+                try:
+                    parse_time(str(value))
+                except ValueError:
+                    raise ConfigError(
+                        f"the state's bookmark for {name} ({value!r}) is not a date-time: fix "
+                        "the state, or clear it (`meltano state clear …`) to re-read everything"
+                    ) from None
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Check the settings before any request, one clear line for the first problem."""
@@ -186,6 +214,21 @@ class TapWhoop(Tap):
             return super().cb_config(ctx, param, value)
         except (OSError, ValueError, TypeError) as exc:
             raise click.BadParameter(str(exc).splitlines()[0], ctx=ctx, param=param) from None
+
+    @classmethod
+    def cb_json_file(
+        cls, ctx: click.Context, param: click.Parameter, value: t.IO[str] | None
+    ) -> t.IO[str] | None:
+        """A `--state` or `--catalog` file that is not what the option needs: one line."""
+        if value is None:
+            return None
+        try:
+            data = json.loads(value.read())
+        except ValueError as exc:
+            raise click.BadParameter(f"{value.name} is not valid JSON ({exc})") from None
+        if problem := _json_file_problem(str(param.name), data):
+            raise click.BadParameter(f"{value.name}: {problem}", ctx=ctx, param=param)
+        return io.StringIO(json.dumps(data))
 
     @classmethod
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
@@ -215,6 +258,8 @@ class TapWhoop(Tap):
             "`tap-whoop revoke` (see their --help)."
         )
         for param in command.params:
+            if param.name in ("catalog", "state"):
+                param.callback = cls.cb_json_file
             if param.name == "catalog":
                 param.is_eager = True
             if param.name == "test" and isinstance(param, click.Option):
@@ -265,11 +310,11 @@ class TapWhoop(Tap):
         """
         self._check_members_have_tokens()
         super().sync_all()
-        if failures := self.members.failures:
-            total = len(self.members.by_key)
+        if problems := self.members.problems:
+            failing = sum(1 for member in self.members if member.failure or member.stream_failures)
             raise MembersFailedError(
-                f"{len(failures)} of {total} member(s) not synced, their bookmarks kept: "
-                + "; ".join(t.cast(str, member.failure) for member in failures)
+                f"{failing} of {len(self.members.by_key)} member(s) not fully synced "
+                "(what is missing keeps its bookmark): " + "; ".join(problems)
             )
 
     def _check_members_have_tokens(self) -> None:
@@ -281,6 +326,24 @@ class TapWhoop(Tap):
                     f"{setting}: no refresh token for member {key!r} in the config or in "
                     f"{self.token_store.path}; set it, or run `{reauthorize_command(key)}`"
                 )
+
+
+def _json_file_problem(option: str, data: t.Any) -> str | None:
+    """What keeps `data` from being a Singer state or catalog, if anything."""
+    if option == "catalog":
+        if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
+            return "not a Singer catalog (an object with a 'streams' list): see --discover"
+        return None
+    if not isinstance(data, dict):
+        return "not a Singer state (a JSON object with 'bookmarks')"
+    bookmarks = data.get("bookmarks", {})
+    if not isinstance(bookmarks, dict) or not all(isinstance(b, dict) for b in bookmarks.values()):
+        return "'bookmarks' must map each stream to an object; fix it or start without --state"
+    for name, bookmark in bookmarks.items():
+        partitions = bookmark.get("partitions", [])
+        if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
+            return f"the partitions of bookmark {name!r} must be a list of objects"
+    return None
 
 
 def configured_members(config: t.Mapping[str, t.Any]) -> list[tuple[str, str | None]]:
@@ -315,15 +378,38 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
             f"start_date ({config['start_date']}) is not before end_date ({config['end_date']}): "
             "swap them or remove end_date"
         )
-    for name, minimum in (("lookback_days", 0), ("max_requests_per_minute", 1)):
-        value = config.get(name)
-        if value is not None and (not isinstance(value, int) or value < minimum):
-            errors.append(f"{name} must be a whole number of at least {minimum} (got {value!r})")
+    for name, least, most in (("lookback_days", 0, 3650), ("max_requests_per_minute", 1, 10**9)):
+        value = config.get(name, least)
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+            errors.append(f"{name} must be a whole number from {least} to {most} (got {value!r})")
+    for name, kind in (("cycle_ids", int), ("sleep_ids", uuid.UUID), ("workout_ids", uuid.UUID)):
+        errors += _ids_errors(name, config.get(name), kind)
     for name in ("api_url", "oauth_url"):
         value = config.get(name)
         if value and urlparse(str(value)).scheme not in ("http", "https"):
             errors.append(f"{name} {value!r} is not an http(s) URL")
     return errors
+
+
+def _ids_errors(name: str, ids: t.Any, kind: type) -> list[str]:
+    """Ids that WHOOP would refuse with a 400 in the middle of a run."""
+    if ids is None:
+        return []
+    what = "WHOOP cycle ids (whole numbers)" if kind is int else "WHOOP UUIDs"
+    if not isinstance(ids, list):
+        return [f"{name} must be a list of {what}"]
+    for index, value in enumerate(ids):
+        try:
+            valid = (
+                isinstance(value, int) and not isinstance(value, bool)
+                if kind is int
+                else bool(uuid.UUID(str(value)))
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            return [f"{name}[{index}] ({value!r}) is not one of the {what} this setting takes"]
+    return []
 
 
 def _users_errors(users: t.Any) -> list[str]:

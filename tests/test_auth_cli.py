@@ -40,6 +40,10 @@ if t.TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
 MELTANO_TAP_VENV = ROOT / ".meltano" / "extractors" / "tap-whoop" / "venv"
+MELTANO_HINT = (
+    "run the tests with `bash scripts/test.sh`: it installs Meltano and the plugins "
+    "(scripts/bootstrap.sh)"
+)
 SCOPES = [
     "read:profile",
     "read:body_measurement",
@@ -393,11 +397,20 @@ def test_check_asks_drill_downs_with_a_real_cycle_and_configured_ids(
     workout = sandbox.records("alice", "workout")[0]["id"]
     config["workout_ids"] = [workout]
     path = str(write_json(tmp_path / "config.json", config))
-    streams = {"profile", "recovery_for_cycle", "sleep_for_cycle", "workout_by_id", "sleep_by_id"}
+    streams = {
+        "profile",
+        "cycles",
+        "recovery_for_cycle",
+        "sleep_for_cycle",
+        "workout_by_id",
+        "sleep_by_id",
+    }
     catalog = str(catalog_file(tmp_path / "catalog.json", config, streams))
     result = run_cli("--config", path, "--catalog", catalog, "--test")
     assert result.returncode == 0, result.stderr
-    assert "answered: profile, recovery_for_cycle, sleep_for_cycle, workout_by_id" in result.stdout
+    assert "answered: profile, cycles, recovery_for_cycle, sleep_for_cycle, workout_by_id" in (
+        result.stdout
+    )
     assert "skipped: sleep_by_id (no sleep_ids)" in result.stdout
     assert sandbox.stats()["by_path"].get(f"/v2/activity/workout/{workout}") == 1
 
@@ -567,8 +580,9 @@ def test_meltano_invoke_auth_and_the_reauthorize_command_it_prints(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """The README's path: `meltano invoke tap-whoop auth`, then the command an error names."""
-    if not (MELTANO.exists() and MELTANO_TAP_VENV.exists()):
-        pytest.skip("Meltano or its tap-whoop venv is not installed (bash scripts/bootstrap.sh)")
+    missing = [str(path) for path in (MELTANO, MELTANO_TAP_VENV) if not path.exists()]
+    if missing:
+        pytest.fail(f"not installed: {', '.join(missing)}; {MELTANO_HINT}", pytrace=False)
     root = tmp_path / "project"
     (root / ".meltano" / "extractors" / "tap-whoop").mkdir(parents=True)
     (root / ".meltano" / "extractors" / "tap-whoop" / "venv").symlink_to(MELTANO_TAP_VENV)

@@ -238,10 +238,19 @@ def test_a_member_failing_mid_stream_keeps_its_bookmark(
         assert held == [before]
 
 
-def test_a_missing_scope_is_named(
-    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+SCOPE_OF = {
+    "cycles": "read:cycles",
+    "recovery": "read:recovery",
+    "sleep": "read:sleep",
+    "workout": "read:workout",
+}
+
+
+@pytest.mark.parametrize("missing", [*SCOPE_OF.values(), "read:body_measurement"])
+def test_a_missing_scope_fails_only_the_streams_needing_it(
+    sandbox: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture, missing: str
 ) -> None:
-    scopes = [s for s in READ_SCOPES if s != "read:sleep"]
+    scopes = [s for s in READ_SCOPES if s != missing]
     config = tap_config(
         sandbox, tmp_path, refresh_token=sandbox.issue_refresh_token("alice", scopes=scopes)
     )
@@ -249,14 +258,34 @@ def test_a_missing_scope_is_named(
 
     assert isinstance(result.error, MembersFailedError)
     message = str(result.error)
-    assert "'read:sleep'" in message
+    assert f"'{missing}'" in message
     assert "HTTP 403" in message
-    assert "/v2/activity/sleep" in message
     assert sandbox.stats()["by_status"]["403"] == 1
-    assert result.records("sleep") == []
-    # what was synced before the refusal is delivered
-    assert result.records("cycles") == sandbox.records("alice", "cycle")
+    user_id = sandbox.member("alice").user_id
+    for stream, (kind, _) in COLLECTIONS.items():
+        refused = SCOPE_OF[stream] == missing
+        expected = [] if refused else sandbox.records("alice", kind)
+        assert sorted(result.records(stream), key=key_of) == sorted(expected, key=key_of), stream
+        assert (result.bookmark(stream, user_id) is None) == refused, stream
+    assert len(result.records("body_measurement")) == int(missing != "read:body_measurement")
     assert_no_secret(message + caplog.text, config)
+
+
+def test_a_refused_drill_down_keeps_the_cycles_bookmark(sandbox: Sandbox, tmp_path: Path) -> None:
+    scopes = [s for s in READ_SCOPES if s != "read:recovery"]
+    config = tap_config(
+        sandbox, tmp_path, refresh_token=sandbox.issue_refresh_token("alice", scopes=scopes)
+    )
+    result = run_tap(config, select={"profile", "cycles", "recovery_for_cycle"})
+
+    assert isinstance(result.error, MembersFailedError)
+    assert "'read:recovery'" in str(result.error)
+    assert sandbox.stats()["by_status"]["403"] == 1  # one refusal, not one per cycle
+    assert sorted(result.records("cycles"), key=key_of) == sorted(
+        sandbox.records("alice", "cycle"), key=key_of
+    )
+    # the cycles whose recoveries were not read must be read again next run
+    assert result.bookmark("cycles", sandbox.member("alice").user_id) is None
 
 
 def test_a_400_shows_the_request_but_no_token(

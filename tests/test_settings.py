@@ -119,6 +119,11 @@ BAD_SETTINGS = [
         ("users", "'bob'"),
         id="users entry without refresh token",
     ),
+    pytest.param(_with(lookback_days=None), ("lookback_days",), id="null lookback"),
+    pytest.param(_with(lookback_days=10**9), ("lookback_days",), id="absurd lookback"),
+    pytest.param(_with(sleep_ids=["not-a-uuid"]), ("sleep_ids[0]",), id="sleep id not a uuid"),
+    pytest.param(_with(workout_ids=[42]), ("workout_ids[0]",), id="workout id not a uuid"),
+    pytest.param(_with(cycle_ids=[1, "two"]), ("cycle_ids[1]",), id="cycle id not a number"),
 ]
 
 
@@ -174,3 +179,59 @@ def assert_nothing_requested(sandbox: Sandbox) -> None:
     stats = sandbox.stats()
     assert stats["requests"] == 0
     assert stats["token_requests"] == 0
+
+
+def selecting(config: dict[str, t.Any], streams: set[str]) -> dict[str, t.Any]:
+    catalog = TapWhoop(config=config, validate_config=False).catalog_dict
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in streams
+    return catalog
+
+
+BAD_FILES = [
+    pytest.param("--state", "{not json", ("state.json", "not valid JSON"), id="state not JSON"),
+    pytest.param("--state", "[]", ("state.json", "not a Singer state"), id="state not an object"),
+    pytest.param(
+        "--state", '{"bookmarks": []}', ("state.json", "bookmarks"), id="bookmarks not an object"
+    ),
+    pytest.param(
+        "--state",
+        '{"bookmarks": {"cycles": {"partitions": [{"context": {"user_id": 1}, '
+        '"replication_key": "start", "replication_key_value": "yesterday"}]}}}',
+        ("cycles", "'yesterday'", "not a date-time"),
+        id="bookmark not a date-time",
+    ),
+    pytest.param(
+        "--catalog", "{not json", ("catalog.json", "not valid JSON"), id="catalog not JSON"
+    ),
+    pytest.param(
+        "--catalog", '{"streams": {}}', ("catalog.json", "not a Singer catalog"), id="not a catalog"
+    ),
+]
+
+
+@pytest.mark.parametrize(("option", "content", "named"), BAD_FILES)
+def test_a_bad_state_or_catalog_file_fails_in_one_line(
+    sandbox: Sandbox, tmp_path: Path, option: str, content: str, named: tuple[str, ...]
+) -> None:
+    config = base_config(sandbox, tmp_path)
+    path = tmp_path / f"{option.strip('-')}.json"
+    path.write_text(content)
+    result = run_cli(tmp_path, config, option, str(path))
+
+    assert_fails_in_one_line(result, named)
+    assert_nothing_requested(sandbox)
+
+
+def test_a_drill_down_without_its_cycles_fails_in_one_line(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    config = base_config(sandbox, tmp_path)
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps(selecting(config, {"profile", "recovery_for_cycle"})))
+    result = run_cli(tmp_path, config, "--catalog", str(catalog_file))
+
+    assert_fails_in_one_line(result, ("recovery_for_cycle", "cycles"))
+    assert_nothing_requested(sandbox)
