@@ -24,6 +24,45 @@ CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-secret"
 
 
+#: Sandbox time well before the wall clock: the SDK caps bookmarks at the wall-clock time a
+#: stream's sync begins, so tests that advance the sandbox by days start from here.
+PAST = NOW - datetime.timedelta(days=60)
+
+#: stream -> (sandbox record kind, API path)
+COLLECTIONS = {
+    "cycles": ("cycle", "/v2/cycle"),
+    "recovery": ("recovery", "/v2/recovery"),
+    "sleep": ("sleep", "/v2/activity/sleep"),
+    "workout": ("workout", "/v2/activity/workout"),
+}
+STREAM_OF_KIND = {kind: stream for stream, (kind, _) in COLLECTIONS.items()}
+
+
+def key_of(record: dict[str, t.Any]) -> t.Any:
+    """A record's primary key: recoveries have none but their cycle."""
+    return record["id"] if "id" in record else record["cycle_id"]
+
+
+def fail_page(sandbox: Sandbox, kind: str, page: int, fault: str, times: int) -> None:
+    """Serve `fault` `times` times to the request for page `page` of a collection."""
+    path = COLLECTIONS[STREAM_OF_KIND[kind]][1]
+    if page == 1:
+        sandbox.inject_fault(path, fault, times)
+        return
+    served = 0
+    original = sandbox.page
+
+    def spy(key: str, record_kind: str, **window: t.Any) -> t.Any:
+        nonlocal served
+        if record_kind == kind:
+            served += 1
+            if served == page - 1:
+                sandbox.inject_fault(path, fault, times)
+        return original(key, record_kind, **window)  # type: ignore[arg-type]
+
+    sandbox.page = spy  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait milliseconds instead of seconds, so fault tests stay fast."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import multiprocessing
 import re
@@ -13,7 +12,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import NOW, SyncResult, run_tap, tap_config
+from conftest import COLLECTIONS, PAST, SyncResult, fail_page, key_of, run_tap, tap_config
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_whoop import client
@@ -26,20 +25,7 @@ if t.TYPE_CHECKING:
 
     from tap_whoop.sandbox import Sandbox
 
-COLLECTIONS = {
-    "cycles": ("cycle", "/v2/cycle"),
-    "recovery": ("recovery", "/v2/recovery"),
-    "sleep": ("sleep", "/v2/activity/sleep"),
-    "workout": ("workout", "/v2/activity/workout"),
-}
-STREAM_OF_KIND = {kind: stream for stream, (kind, _) in COLLECTIONS.items()}
 MAX_TRIES = 8
-#: Sandbox time well before the wall clock, which the SDK caps bookmarks at.
-PAST = NOW - datetime.timedelta(days=60)
-
-
-def key_of(record: dict[str, t.Any]) -> t.Any:
-    return record["id"] if "id" in record else record["cycle_id"]
 
 
 def assert_complete(result: SyncResult, sandbox: Sandbox, *members: str) -> None:
@@ -49,26 +35,6 @@ def assert_complete(result: SyncResult, sandbox: Sandbox, *members: str) -> None
         got = result.records(stream)
         assert len({key_of(r) for r in got}) == len(got), f"duplicates in {stream}"
         assert sorted(got, key=key_of) == sorted(expected, key=key_of), stream
-
-
-def fail_page(sandbox: Sandbox, kind: str, page: int, fault: str, times: int) -> None:
-    """Serve `fault` `times` times to the request for page `page` of a collection."""
-    path = COLLECTIONS[STREAM_OF_KIND[kind]][1]
-    if page == 1:
-        sandbox.inject_fault(path, fault, times)
-        return
-    served = 0
-    original = sandbox.page
-
-    def spy(key: str, record_kind: str, **window: t.Any) -> t.Any:
-        nonlocal served
-        if record_kind == kind:
-            served += 1
-            if served == page - 1:
-                sandbox.inject_fault(path, fault, times)
-        return original(key, record_kind, **window)  # type: ignore[arg-type]
-
-    sandbox.page = spy  # type: ignore[method-assign]
 
 
 def secrets_of(config: dict[str, t.Any]) -> list[str]:

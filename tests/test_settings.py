@@ -11,7 +11,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_ID, CLIENT_SECRET
+from conftest import CLIENT_ID, CLIENT_SECRET, catalog_selecting
 
 from tap_whoop.tap import TapWhoop
 
@@ -181,15 +181,6 @@ def assert_nothing_requested(sandbox: Sandbox) -> None:
     assert stats["token_requests"] == 0
 
 
-def selecting(config: dict[str, t.Any], streams: set[str]) -> dict[str, t.Any]:
-    catalog = TapWhoop(config=config, validate_config=False).catalog_dict
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] in streams
-    return catalog
-
-
 BAD_FILES = [
     pytest.param("--state", "{not json", ("state.json", "not valid JSON"), id="state not JSON"),
     pytest.param("--state", "[]", ("state.json", "not a Singer state"), id="state not an object"),
@@ -230,7 +221,9 @@ def test_a_drill_down_without_its_cycles_fails_in_one_line(
 ) -> None:
     config = base_config(sandbox, tmp_path)
     catalog_file = tmp_path / "catalog.json"
-    catalog_file.write_text(json.dumps(selecting(config, {"profile", "recovery_for_cycle"})))
+    catalog_file.write_text(
+        json.dumps(catalog_selecting(config, {"profile", "recovery_for_cycle"}))
+    )
     result = run_cli(tmp_path, config, "--catalog", str(catalog_file))
 
     assert_fails_in_one_line(result, ("recovery_for_cycle", "cycles"))

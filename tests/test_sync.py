@@ -12,7 +12,16 @@ import uuid
 
 import pytest
 import requests
-from conftest import NOW, SyncResult, run_tap, tap_config
+from conftest import (
+    COLLECTIONS,
+    NOW,
+    PAST,
+    SyncResult,
+    fail_page,
+    key_of,
+    run_tap,
+    tap_config,
+)
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_whoop.client import NextTokenPaginator, is_final, parse_time
@@ -26,23 +35,6 @@ if t.TYPE_CHECKING:
     from tap_whoop.sandbox import Sandbox
 
 DAY = datetime.timedelta(days=1)
-#: Sandbox time well before the wall clock: the SDK caps bookmarks at the wall-clock time a
-#: stream's sync begins, so tests that advance the sandbox by days start from here.
-PAST = NOW - datetime.timedelta(days=60)
-
-#: stream -> (sandbox record kind, API path)
-COLLECTIONS = {
-    "cycles": ("cycle", "/v2/cycle"),
-    "recovery": ("recovery", "/v2/recovery"),
-    "sleep": ("sleep", "/v2/activity/sleep"),
-    "workout": ("workout", "/v2/activity/workout"),
-}
-KIND_STREAM = {kind: stream for stream, (kind, _) in COLLECTIONS.items()}
-
-
-def key_of(record: dict[str, t.Any]) -> t.Any:
-    """A record's primary key: recoveries have none but their cycle."""
-    return record["id"] if "id" in record else record["cycle_id"]
 
 
 def by_key(records: list[dict[str, t.Any]]) -> dict[t.Any, dict[str, t.Any]]:
@@ -67,22 +59,6 @@ def spy_pages(sandbox: Sandbox) -> list[dict[str, t.Any]]:
 
     sandbox.page = page  # type: ignore[method-assign]
     return calls
-
-
-def fail_from_page(sandbox: Sandbox, kind: str, page: int, fault: str, times: int) -> None:
-    """Serve `fault` `times` times to the request for page `page` (>= 2) of a collection."""
-    served = 0
-    original = sandbox.page
-
-    def spy(key: str, record_kind: str, **window: t.Any) -> t.Any:
-        nonlocal served
-        if record_kind == kind:
-            served += 1
-            if served == page - 1:
-                sandbox.inject_fault(COLLECTIONS[KIND_STREAM[kind]][1], fault, times)
-        return original(key, record_kind, **window)  # type: ignore[arg-type]
-
-    sandbox.page = spy  # type: ignore[method-assign]
 
 
 def sleep_starts(sandbox: Sandbox, key: str) -> dict[str, datetime.datetime]:
@@ -258,7 +234,7 @@ def test_an_interrupted_stream_takes_no_bookmark(
 ) -> None:
     sandbox = start_sandbox(now=PAST)
     config = tap_config(sandbox, tmp_path)
-    fail_from_page(sandbox, "cycle", page=2, fault="503", times=100)
+    fail_page(sandbox, "cycle", page=2, fault="503", times=100)
     result = run_tap(config)
 
     assert isinstance(result.error, RetriableAPIError)
@@ -279,7 +255,7 @@ def test_an_interrupted_run_keeps_the_previous_bookmark(
     assert before is not None
 
     sandbox.advance(days=30)
-    fail_from_page(sandbox, "cycle", page=2, fault="500", times=100)
+    fail_page(sandbox, "cycle", page=2, fault="500", times=100)
     second = rerun(config, first)
 
     assert isinstance(second.error, RetriableAPIError)
