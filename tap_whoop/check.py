@@ -12,7 +12,7 @@ import typing as t
 
 import click
 
-from tap_whoop.client import DEFAULT_API_URL, CollectionStream
+from tap_whoop.client import CollectionStream
 from tap_whoop.errors import MemberError, TapWhoopError, reauthorize_command
 from tap_whoop.member_api import PROFILE_PATH, MemberApi, describe_status
 from tap_whoop.streams import ByIdStream, CycleChildStream, ProfileStream
@@ -50,7 +50,7 @@ def check_credentials(tap: TapWhoop, echo: t.Callable[[str], t.Any] = click.echo
 
 
 def _check_member(tap: TapWhoop, member: Member, streams: list[WhoopStream]) -> str:
-    api = MemberApi(str(tap.config.get("api_url") or DEFAULT_API_URL), member.auth, pacer=tap.pacer)
+    api = MemberApi(tap.api_url, member.auth, pacer=tap.pacer)
     member.auth.access_token(force_refresh=True)
     response = api.get(PROFILE_PATH)
     if response.status_code != 200:

@@ -29,7 +29,6 @@ from tap_whoop.consent import (
     complete_consent,
     open_browser,
     revoke_member,
-    whoop_app,
 )
 from tap_whoop.errors import ConfigError, TapWhoopError, remember_config_args
 from tap_whoop.tap import DEFAULT_MEMBER, TapWhoop, configured_members
@@ -199,7 +198,7 @@ def auth(
     """Authorize a WHOOP member and store their tokens (once per member)."""
     tap = _load_tap(configs)
     key = _member_key(tap, member)
-    app = whoop_app(tap.config)
+    app = tap.app
     listener = None
     if listen is not None:
         listener = RedirectListener(

@@ -197,7 +197,7 @@ class WhoopStream(RESTStream[str | None]):
     @property
     def url_base(self) -> str:
         """The API root; pointing it elsewhere is how the sandbox is used."""
-        return str(self.config.get("api_url") or DEFAULT_API_URL).rstrip("/")
+        return self._tap.api_url
 
     @property
     def timeout(self) -> int:

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tap_whoop.auth import READ_SCOPES, MemberAuth, WhoopApp, store_consent
-from tap_whoop.client import DEFAULT_API_URL
+from tap_whoop.auth import READ_SCOPES, MemberAuth, store_consent
 from tap_whoop.errors import ReauthorizeError, TapWhoopError, command
 from tap_whoop.member_api import PROFILE_PATH, REVOKE_PATH, MemberApi, describe_status
-from tap_whoop.tap import DEFAULT_OAUTH_URL, TapWhoop, configured_members
+from tap_whoop.tap import TapWhoop, configured_members
 
 DEFAULT_REDIRECT_URI = "https://localhost/whoop/callback"
 CALLBACK_PATH = "/whoop/callback"
@@ -32,15 +31,6 @@ _SHOWN_CHARS = 120
 
 class ConsentError(TapWhoopError):
     """The consent did not complete; nothing was stored."""
-
-
-def whoop_app(config: t.Mapping[str, t.Any]) -> WhoopApp:
-    """The WHOOP app the config names."""
-    return WhoopApp(
-        client_id=config["client_id"],
-        client_secret=config["client_secret"],
-        oauth_url=config.get("oauth_url") or DEFAULT_OAUTH_URL,
-    )
 
 
 def configured_token(tap: TapWhoop, member: str) -> str | None:
@@ -185,16 +175,14 @@ class Consent:
 
 def complete_consent(tap: TapWhoop, member: str, code: str, redirect_uri: str) -> Consent:
     """Exchange the code, store the tokens, then confirm them by reading the member's profile."""
-    app = whoop_app(tap.config)
+    app = tap.app
     store = tap.token_store
     configured = configured_token(tap, member)
     previous = store.read()["members"].get(member, {})
     store.prove_writable()
     tokens = app.exchange_code(code, redirect_uri, member)
     store_consent(store, member, tokens, configured)
-    response = MemberApi(_api_url(tap), MemberAuth(member, configured, store, app)).get(
-        PROFILE_PATH
-    )
+    response = MemberApi(tap.api_url, MemberAuth(member, configured, store, app)).get(PROFILE_PATH)
     if response.status_code != 200:
         raise TapWhoopError(
             f"member {member!r}: the tokens were saved to {store.path}, but WHOOP refused the "
@@ -258,7 +246,7 @@ def revoke_member(tap: TapWhoop, member: str, *, local_only: bool = False) -> st
             f"Removed member {member!r} from {store.path} without contacting WHOOP; the member "
             f"can remove the app in WHOOP's own settings{config_note}"
         )
-    api = MemberApi(_api_url(tap), MemberAuth(member, configured, store, whoop_app(tap.config)))
+    api = MemberApi(tap.api_url, MemberAuth(member, configured, store, tap.app))
     try:
         response = api.delete(REVOKE_PATH)
     except ReauthorizeError:
@@ -277,7 +265,3 @@ def revoke_member(tap: TapWhoop, member: str, *, local_only: bool = False) -> st
     return (
         f"Revoked WHOOP access for member {member!r} and removed it from {store.path}{config_note}"
     )
-
-
-def _api_url(tap: TapWhoop) -> str:
-    return str(tap.config.get("api_url") or DEFAULT_API_URL)

@@ -279,16 +279,25 @@ class TapWhoop(Tap):
         return TokenStore(self.config.get("token_store_path") or default_token_store_path())
 
     @cached_property
-    def members(self) -> Members:
-        """The members of this run, each with its own tokens."""
-        app = WhoopApp(
+    def app(self) -> WhoopApp:
+        """The registered WHOOP app whose credentials every token request sends."""
+        return WhoopApp(
             client_id=self.config["client_id"],
             client_secret=self.config["client_secret"],
             oauth_url=self.config.get("oauth_url") or DEFAULT_OAUTH_URL,
         )
+
+    @property
+    def api_url(self) -> str:
+        """The API root; pointing it elsewhere is how the sandbox is used."""
+        return str(self.config.get("api_url") or DEFAULT_API_URL).rstrip("/")
+
+    @cached_property
+    def members(self) -> Members:
+        """The members of this run, each with its own tokens."""
         return Members(
             [
-                Member(key, MemberAuth(key, refresh_token, self.token_store, app))
+                Member(key, MemberAuth(key, refresh_token, self.token_store, self.app))
                 for key, refresh_token in configured_members(self.config)
             ]
         )
