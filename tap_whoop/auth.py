@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -55,6 +58,7 @@ EXPIRY_MARGIN_SECONDS = 120
 LOCK_TIMEOUT_SECONDS = 120
 OAUTH_TIMEOUT_SECONDS = 30
 DEFAULT_LIFETIME_SECONDS = 3600
+MAX_LIFETIME_SECONDS = 7 * 24 * 3600
 SEEN_TOKENS_KEPT = 50
 PERSIST_ATTEMPTS = 3
 PROOF_SLACK_BYTES = 8192
@@ -93,23 +97,36 @@ def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     return errors
 
 
-class TokenStore:
-    """A JSON file of every member's tokens: mode 0600 in a 0700 directory, replaced atomically.
+class _NotAStoreError(TokenStoreError):
+    """The store file holds something other than a token store (torn, edited, foreign)."""
 
+
+class TokenStore:
+    """A JSON file of every member's tokens: mode 0600 in a 0700 directory, written durably.
+
+    A symlinked store is followed: the real file is locked and written, the link stays. A store
+    that cannot be replaced by a rename (a file bind-mounted into a container) is rewritten in
+    place, with the new content first saved to a sibling journal so a torn write is recovered.
     Only a directory the store creates itself is made 0700; an existing one (a home directory, a
     Meltano project's `.meltano/`) is left as it is.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).expanduser()
-        self._lock = FileLock(f"{self.path}.lock", timeout=LOCK_TIMEOUT_SECONDS, mode=0o600)
+        self.target = Path(os.path.realpath(self.path))
+        self._lock = FileLock(f"{self.target}.lock", timeout=LOCK_TIMEOUT_SECONDS, mode=0o600)
+        self._temp_prefix = f".{self.target.stem}-"
+        self._temp_pattern = re.compile(re.escape(self._temp_prefix) + r"[a-z0-9_]{8}")
+        self._mode_warned = False
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the cross-process lock that every read-refresh-write cycle needs."""
         self._ensure_directory()
+        self._check_lock_file()
         try:
             with self._lock:
+                self._recover()
                 yield
         except Timeout:
             raise TokenStoreError(
@@ -117,16 +134,42 @@ class TokenStore:
                 f"{LOCK_TIMEOUT_SECONDS}s; wait for it to finish, or remove {self._lock.lock_file} "
                 "if no tap-whoop process is running"
             ) from None
+        except TokenStoreError:
+            raise
         except OSError as exc:
             raise TokenStoreError(
                 f"cannot lock token store {self.path}: {exc.strerror}; make its directory "
                 "writable (or set token_store_path)"
             ) from None
 
-    def read(self) -> dict[str, t.Any]:
-        """Return the store's content; a store that cannot be read is an error, never replaced."""
+    def _check_lock_file(self) -> None:
+        """Tell a lock file that cannot exist from one held: filelock waits out both alike."""
+        lock_file = self._lock.lock_file
         try:
-            text = self.path.read_text(encoding="utf-8")
+            os.close(os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot lock token store {self.path}: cannot create {lock_file} "
+                f"({exc.strerror}); the directory {self.target.parent} must be a writable "
+                "directory on a real file system: set token_store_path to one"
+            ) from None
+
+    def read(self) -> dict[str, t.Any]:
+        """Return the store's content; a store that cannot be read is an error, never replaced.
+
+        A store torn by a killed in-place write is first restored from the journal it left.
+        """
+        try:
+            return self._read()
+        except _NotAStoreError:
+            if not self._orphans():
+                raise
+        with self.locked():
+            return self._read()
+
+    def _read(self) -> dict[str, t.Any]:
+        try:
+            text = self.target.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {"version": 1, "members": {}}
         except (OSError, UnicodeDecodeError) as exc:
@@ -138,74 +181,137 @@ class TokenStore:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise TokenStoreError(
+            raise _NotAStoreError(
                 f"token store {self.path} is not valid JSON (line {getattr(exc, 'lineno', '?')}); "
                 "it was left as it is: restore it from a backup, or move it away and run "
                 "`tap-whoop auth` again"
             ) from None
-        members = data.get("members") if isinstance(data, dict) else None
-        if not isinstance(members, dict) or not all(
-            isinstance(entry, dict) for entry in members.values()
-        ):
-            raise TokenStoreError(
+        if not _is_store(data):
+            raise _NotAStoreError(
                 f"token store {self.path} is not a tap-whoop token store (no 'members' object of "
                 "member entries); it was left as it is: restore it from a backup, or move it away "
                 "and run `tap-whoop auth` again"
             )
         self._tighten_mode()
-        return data
+        return t.cast(dict[str, t.Any], data)
+
+    def snapshot(self) -> bytes | None:
+        """The store's exact bytes (None when there is none yet), to put back with `restore`."""
+        try:
+            return self.target.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot read token store {self.path}: {exc.strerror}; it must be a file "
+                "readable by the user running the tap"
+            ) from None
 
     def write(self, data: dict[str, t.Any]) -> None:
-        """Persist durably: temp file, flush, fsync, atomic rename, fsync of the directory."""
-        payload = json.dumps(data, indent=2, sort_keys=True).encode()
-        self._ensure_directory()
-        tmp_name = None
+        """Persist durably: see `_commit`."""
         try:
-            tmp_name = self._temp_file(payload)
-            os.replace(tmp_name, self.path)
-            tmp_name = None
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self._commit(_dump(data))
         except OSError as exc:
             raise TokenStoreError(
-                f"cannot write token store {self.path}: {exc.strerror}; make its directory "
-                "writable (or set token_store_path), otherwise a rotated WHOOP token would be lost"
+                self._cannot_write(exc, "otherwise a rotated WHOOP token would be lost")
             ) from None
-        finally:
-            if tmp_name:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
+
+    def record(self, data: dict[str, t.Any]) -> None:
+        """Write `data` before a token is spent, the way the rotated token will be written."""
+        try:
+            self._commit(_dump(data))
+        except OSError as exc:
+            raise TokenStoreError(self._cannot_write(exc, "no refresh token was spent")) from None
+
+    def restore(self, snapshot: bytes | None) -> None:
+        """Put back what `snapshot` took, byte for byte (no store: none); best effort."""
+        try:
+            if snapshot is None:
+                self.target.unlink(missing_ok=True)
+            else:
+                self._commit(snapshot)
+        except OSError as exc:
+            logger.warning("Could not restore token store %s: %s", self.path, exc.strerror)
 
     def prove_writable(self) -> None:
-        """Show, leaving the store untouched, that a rotated token could be written beside it.
+        """Show, before a token is spent, that the store can be written as it will be.
 
-        Writes (and removes) a temp file larger than the store will become, so a read-only
-        directory, a full disk or a quota fails before a refresh token is spent, not after.
+        A temp file larger than the store will become catches a read-only directory, a full
+        disk or a quota; rewriting the store's own bytes the way a rotated token is written
+        catches a file that can be created beside but not replaced (immutable, bind-mounted).
+        """
+        with self.locked():
+            try:
+                size = self.target.stat().st_size
+            except OSError:
+                size = 0
+            tmp_name = None
+            try:
+                tmp_name = self._temp_file(b" " * (size + PROOF_SLACK_BYTES))
+                os.unlink(tmp_name)
+                tmp_name = None
+                current = self.snapshot()
+                if current is not None:
+                    self._commit(current)
+            except OSError as exc:
+                raise TokenStoreError(
+                    self._cannot_write(exc, "no refresh token was spent")
+                ) from None
+            finally:
+                if tmp_name:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp_name)
+
+    def _cannot_write(self, exc: OSError, consequence: str) -> str:
+        if exc.errno in (errno.EPERM, errno.EACCES) and self.target.exists():
+            fix = (
+                f"the file refuses changes: if it is immutable run `chattr -i {self.target}`, "
+                "otherwise make it and its directory writable (or set token_store_path)"
+            )
+        else:
+            fix = "make its directory writable (or set token_store_path)"
+        return f"cannot write token store {self.path}: {exc.strerror}; {fix}; {consequence}"
+
+    def _commit(self, payload: bytes) -> None:
+        """Temp file, fsync, rename, fsync of the directory.
+
+        A file that cannot be renamed onto (EBUSY: bind-mounted; EXDEV) is rewritten in place;
+        the temp file then stays as a journal until that write is complete, so a write torn by
+        a kill is recovered by the next run.
         """
         self._ensure_directory()
+        journal: str | None = self._temp_file(payload)
         try:
-            size = self.path.stat().st_size
-        except OSError:
-            size = 0
-        tmp_name = None
-        try:
-            tmp_name = self._temp_file(b" " * (size + PROOF_SLACK_BYTES))
-        except OSError as exc:
-            raise TokenStoreError(
-                f"cannot write token store {self.path}: {exc.strerror}; make its directory "
-                "writable (or set token_store_path); no refresh token was spent"
-            ) from None
+            try:
+                os.replace(t.cast(str, journal), self.target)
+                journal = None
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.EXDEV):
+                    raise
+                handle = open(self.target, "r+b")  # noqa: SIM115 - the journal is kept from here
+                kept, journal = journal, None
+                with handle:
+                    handle.write(payload)
+                    handle.truncate()
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.unlink(t.cast(str, kept))
+            self._fsync_directory()
         finally:
-            if tmp_name:
+            if journal:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
+                    os.unlink(journal)
+
+    def _fsync_directory(self) -> None:
+        dir_fd = os.open(self.target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _temp_file(self, payload: bytes) -> str:
         """A private, fsync'd file in the store's directory holding `payload`; its name."""
-        fd, name = tempfile.mkstemp(prefix=".tokens-", dir=self.path.parent)
+        fd, name = tempfile.mkstemp(prefix=self._temp_prefix, dir=self.target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o600)
@@ -217,6 +323,72 @@ class TokenStore:
                 os.unlink(name)
             raise
         return name
+
+    def _orphans(self) -> list[Path]:
+        """Temp files an interrupted write left beside the store, oldest first."""
+        try:
+            names = os.listdir(self.target.parent)
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            if self._temp_pattern.fullmatch(name):
+                path = self.target.parent / name
+                with contextlib.suppress(OSError):
+                    found.append((path.stat().st_mtime_ns, path))
+        return [path for _, path in sorted(found)]
+
+    def _recover(self) -> None:
+        """Take back what an interrupted write left in temp files, then remove them.
+
+        A member's entry in a temp file wins when it rotated past the store's token; a store
+        torn by an interrupted in-place write is replaced by its newest journal. Runs under the
+        lock, where no other process is writing.
+        """
+        orphans = self._orphans()
+        if not orphans:
+            return
+        contents = [(path, _load_store(path)) for path in orphans]
+        try:
+            current = json.loads(self.target.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            current = None
+        if not _is_store(current):
+            valid = [(path, data) for path, data in contents if data is not None]
+            if not valid:
+                return
+            path, current = valid[-1]
+            logger.warning(
+                "Token store %s was torn by an interrupted write; restored it from %s",
+                self.path,
+                path.name,
+            )
+            merged = True
+        else:
+            merged = False
+        members = t.cast(dict[str, t.Any], current)["members"]
+        for path, data in contents:
+            for key, entry in (data or {}).get("members", {}).items():
+                if key in members and _descends(entry, members[key]):
+                    members[key] = entry
+                    merged = True
+                    logger.warning(
+                        "Member %r: recovered the rotated token an interrupted run left in %s",
+                        key,
+                        path.name,
+                    )
+        try:
+            if merged:
+                self._commit(_dump(t.cast(dict[str, t.Any], current)))
+            for path in orphans:
+                path.unlink(missing_ok=True)
+            self._fsync_directory()
+        except OSError as exc:
+            raise TokenStoreError(
+                self._cannot_write(exc, "the tokens left by an interrupted run were kept")
+            ) from None
 
     def remove_member(self, key: str) -> bool:
         """Forget a member (after revoking); True when it was there."""
@@ -238,10 +410,10 @@ class TokenStore:
     def beside(self, name: str) -> Path:
         """A file in the store's private directory, for state other tap processes share."""
         self._ensure_directory()
-        return self.path.parent / name
+        return self.target.parent / name
 
     def _ensure_directory(self) -> None:
-        directory = self.path.parent
+        directory = self.target.parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -252,15 +424,72 @@ class TokenStore:
 
     def _tighten_mode(self) -> None:
         """A store others can read leaks every member's tokens: make it 0600 again, and say so."""
-        with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(self.path.stat().st_mode)
-            if mode & 0o077:
-                logger.warning(
-                    "Token store %s was readable by other users (mode %o); set it to 0600",
-                    self.path,
-                    mode,
-                )
-                os.chmod(self.path, 0o600)
+        try:
+            mode = stat.S_IMODE(self.target.stat().st_mode)
+        except OSError:
+            return
+        if not mode & 0o077 or self._mode_warned:
+            return
+        try:
+            os.chmod(self.target, 0o600)
+        except OSError as exc:
+            self._mode_warned = True
+            logger.warning(
+                "Token store %s is readable by other users (mode %o) and could not be set to "
+                "0600 (%s); set it to 0600 yourself",
+                self.path,
+                mode,
+                exc.strerror,
+            )
+            return
+        logger.warning(
+            "Token store %s was readable by other users (mode %o); it was set to 0600",
+            self.path,
+            mode,
+        )
+
+
+def _dump(data: dict[str, t.Any]) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode()
+
+
+def _is_store(data: t.Any) -> bool:
+    members = data.get("members") if isinstance(data, dict) else None
+    return isinstance(members, dict) and all(isinstance(entry, dict) for entry in members.values())
+
+
+def _load_store(path: Path) -> dict[str, t.Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return t.cast(dict[str, t.Any], data) if _is_store(data) else None
+
+
+def _descends(candidate: t.Mapping[str, t.Any], entry: t.Mapping[str, t.Any]) -> bool:
+    """True when `candidate` holds a refresh token rotated from the one `entry` holds."""
+    token = candidate.get("refresh_token")
+    current = entry.get("refresh_token")
+    if not isinstance(token, str) or not token or token == current:
+        return False
+    basis = set()
+    if isinstance(current, str) and current:
+        basis.add(fingerprint(current))
+    in_flight = _in_flight(entry)
+    if in_flight:
+        basis.add(in_flight)
+    return bool(basis & set(_seen(candidate)))
+
+
+def _in_flight(entry: t.Mapping[str, t.Any]) -> str | None:
+    """The fingerprint of the refresh token a run was spending when it last wrote `entry`."""
+    record = entry.get("refreshing")
+    token = record.get("token") if isinstance(record, dict) else None
+    return token if isinstance(token, str) else None
+
+
+class _UnansweredError(MemberError):
+    """The token request may have reached WHOOP and rotated the token: its answer is unknown."""
 
 
 def _connection_never_made(exc: requests.exceptions.RequestException) -> bool:
@@ -298,14 +527,25 @@ class WhoopApp:
         )
         return f"{self.oauth_url.rstrip('/')}/auth?{query}"
 
-    def refresh(self, refresh_token: str, member: str, source: str = "") -> dict[str, t.Any]:
+    def refresh(
+        self, refresh_token: str, member: str, source: str = "", *, interrupted: bool = False
+    ) -> dict[str, t.Any]:
         """Spend a refresh token; resent only when the first attempt surely never left.
 
-        `source` says where the token came from, for the message when WHOOP rejects it.
+        `source` says where the token came from, and `interrupted` that an earlier run was
+        killed while spending this very token, for the message when WHOOP rejects it.
         """
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": "offline"}
         response = self._token_request(form, member)
         body = self._parse_token_response(response, member)
+        if response.status_code in (400, 401) and interrupted:
+            raise ReauthorizeError(
+                member,
+                f"WHOOP rejected the stored refresh token ({describe_status(response)}): the "
+                "previous run was interrupted while refreshing it, so WHOOP had likely rotated "
+                "it and the new token never reached the tap; no client can recover it, "
+                "re-authorizing is the only fix",
+            )
         if response.status_code in (400, 401):
             raise ReauthorizeError(
                 member, f"WHOOP rejected the refresh token{source} ({describe_status(response)})"
@@ -352,7 +592,7 @@ class WhoopApp:
                         f"{self.token_url} ({type(exc).__name__}); nothing was spent and the "
                         "stored token was kept, run again later"
                     ) from None
-                raise MemberError(
+                raise _UnansweredError(
                     f"member {member!r}: WHOOP's token endpoint {self.token_url} did not answer "
                     f"({type(exc).__name__}); the stored token was kept, run again later (if WHOOP "
                     "had already rotated it, that run says so and re-authorizing is the fix)"
@@ -393,11 +633,28 @@ def _text(body: t.Mapping[str, t.Any], name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _lifetime(body: t.Mapping[str, t.Any]) -> float:
-    value = body.get("expires_in")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+def _lifetime(body: t.Mapping[str, t.Any], name: str = "expires_in") -> float:
+    value = body.get(name)
+    if _number(value) and 0 < value <= MAX_LIFETIME_SECONDS:
         return float(value)
     return float(DEFAULT_LIFETIME_SECONDS)
+
+
+def _number(value: t.Any) -> t.TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _margin(lifetime: float) -> float:
+    """Refresh this long before expiry: two minutes, or a tenth of a short-lived token's life."""
+    return min(float(EXPIRY_MARGIN_SECONDS), lifetime / 10)
+
+
+def _expiry(entry: t.Mapping[str, t.Any]) -> float:
+    """The entry's expiry; one that cannot be true (infinite, NaN, days away) means "expired"."""
+    value = entry.get("expires_at", 0)
+    if not _number(value) or value > time.time() + MAX_LIFETIME_SECONDS:
+        return 0.0
+    return float(value)
 
 
 def _utc_now() -> str:
@@ -444,6 +701,7 @@ class MemberAuth:
         self._app = app
         self._access_token: str | None = None
         self._expires_at = 0.0
+        self._lifetime = float(DEFAULT_LIFETIME_SECONDS)
         self._rejected_token: str | None = None
         self._retry_token: str | None = None
 
@@ -456,7 +714,7 @@ class MemberAuth:
         if (
             not force_refresh
             and self._access_token
-            and self._expires_at - EXPIRY_MARGIN_SECONDS > time.time()
+            and self._expires_at - _margin(self._lifetime) > time.time()
         ):
             return self._access_token
         with self._store.locked():
@@ -478,30 +736,51 @@ class MemberAuth:
         *,
         reseeded: bool,
     ) -> None:
-        """Spend the refresh token (inside the lock); store its successor before any use."""
+        """Spend the refresh token (inside the lock); store its successor before any use.
+
+        Before the token is spent, the entry records that a refresh of it is in flight, written
+        the way the successor will be: that proves the write, and tells the next run, should
+        this one be killed before the successor is stored, why WHOOP rejects the old token.
+        """
         refresh_token = self._configured if reseeded else entry.get("refresh_token")
         if not isinstance(refresh_token, str) or not refresh_token:
             raise ReauthorizeError(self.key, "no refresh token in the config or the token store")
         source = ""
-        if reseeded and entry:
+        if reseeded and entry.get("refresh_token"):
             logger.info("Member %r: using the new refresh_token from the config", self.key)
             source = (
                 " from the config (new to the token store; if it is an old one, remove it from "
                 "the config)"
             )
+        spending = fingerprint(refresh_token)
+        interrupted = _in_flight(entry) == spending
         self._store.prove_writable()
-        tokens = self._app.refresh(refresh_token, self.key, source)
+        before = self._store.snapshot()
+        data["members"][self.key] = {
+            **entry,
+            "refreshing": {"token": spending, "since": _utc_now()},
+        }
+        self._store.record(data)
+        try:
+            tokens = self._app.refresh(refresh_token, self.key, source, interrupted=interrupted)
+        except _UnansweredError:
+            raise
+        except TapWhoopError:
+            self._store.restore(before)
+            raise
         access_token = _text(tokens, "access_token")
         updated = {
             **entry,
             "refresh_token": _text(tokens, "refresh_token") or refresh_token,
             "access_token": access_token,
             "expires_at": time.time() + _lifetime(tokens) if access_token else 0.0,
+            "lifetime": _lifetime(tokens),
             "scope": _text(tokens, "scope") or entry.get("scope"),
             "seeded_from": configured or entry.get("seeded_from"),
             "seen": _seen(entry, entry.get("refresh_token"), refresh_token),
             "updated_at": _utc_now(),
         }
+        updated.pop("refreshing", None)
         data["members"][self.key] = updated
         self._persist(data)
         if not access_token:
@@ -515,16 +794,21 @@ class MemberAuth:
         logger.info("Member %r: access token refreshed; rotated token stored", self.key)
 
     def reject(self, access_token: str) -> bool:
-        """Handle a 401: True when one refresh is worth trying, False when it was just tried.
+        """Handle a 401: True when one more try is worth it, False when it was just tried.
 
-        A token refreshed because of an earlier 401 is worth another try only when the store
-        meanwhile holds another one: some other process has rotated the member's tokens since.
+        Decided under the lock, so a refresh another process has in flight is waited for: a
+        token another process stored meanwhile is adopted; otherwise the next `access_token`
+        refreshes, unless `access_token` is itself the one refreshed after an earlier 401.
         """
-        if access_token == self._retry_token:
-            stored = self._entry(self._store.read()).get("access_token")
-            if not (isinstance(stored, str) and stored != access_token):
+        with self._store.locked():
+            entry = self._entry(self._store.read())
+            previous, self._rejected_token = self._rejected_token, access_token
+            if self._usable(entry):
+                self._adopt(entry)
+                return True
+            if access_token == self._retry_token:
+                self._rejected_token = previous
                 return False
-        self._rejected_token = access_token
         self._access_token = None
         return True
 
@@ -561,12 +845,13 @@ class MemberAuth:
             isinstance(token, str)
             and bool(token)
             and token != self._rejected_token
-            and float(entry.get("expires_at", 0)) - EXPIRY_MARGIN_SECONDS > time.time()
+            and _expiry(entry) - _margin(_lifetime(entry, "lifetime")) > time.time()
         )
 
     def _adopt(self, entry: dict[str, t.Any]) -> None:
         self._access_token = entry["access_token"]
-        self._expires_at = float(entry["expires_at"])
+        self._expires_at = _expiry(entry)
+        self._lifetime = _lifetime(entry, "lifetime")
 
 
 def store_consent(
@@ -590,6 +875,7 @@ def store_consent(
             "refresh_token": refresh_token,
             "access_token": _text(tokens, "access_token"),
             "expires_at": time.time() + _lifetime(tokens),
+            "lifetime": _lifetime(tokens),
             "scope": _text(tokens, "scope"),
             "seeded_from": (
                 fingerprint(configured_refresh_token)
