@@ -31,7 +31,7 @@ from tap_whoop.consent import (
     revoke_member,
 )
 from tap_whoop.errors import ConfigError, TapWhoopError, remember_config_args
-from tap_whoop.tap import DEFAULT_MEMBER, TapWhoop, configured_members
+from tap_whoop.tap import DEFAULT_MEMBER, TapWhoop, configured_members, too_deep
 
 _VALUED_TAP_OPTIONS = ("--config", "--catalog", "--state")
 
@@ -121,6 +121,8 @@ def _load_tap(configs: tuple[str, ...]) -> TapWhoop:
             loaded = json.loads(Path(value).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read --config {value}: {exc.strerror}") from None
+        except RecursionError:
+            raise ConfigError(too_deep(f"--config {value}", "a tap config")) from None
         except ValueError as exc:
             raise ConfigError(f"--config {value} is not valid JSON ({exc})") from None
         if not isinstance(loaded, dict):

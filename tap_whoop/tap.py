@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import hashlib
 import io
@@ -15,6 +16,8 @@ import click
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError, MappingError
+from singer_sdk.mapper import NULL_STRING, CustomStreamMap
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop.auth import (
@@ -38,6 +41,15 @@ DEFAULT_OAUTH_URL = "https://api.prod.whoop.com/oauth/oauth2"
 DEFAULT_MEMBER = "default"
 DEFAULT_LOOKBACK_DAYS = 3
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
+#: The date-times a setting or bookmark may hold: WHOOP has data from 2015 on, and a date
+#: before year 1000 draws a 400 from it (it is sent as e.g. `999-01-01T00:00:00.000Z`).
+EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+LATEST = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
+#: Deeper state or catalog JSON is refused: the SDK walks it recursively (and no Singer
+#: state or catalog comes near it).
+MAX_JSON_DEPTH = 100
+#: Stream-map keys that hold no expression to evaluate on records.
+_MAP_OPTIONS = ("__alias__", "__source__", "__else__", "__key_properties__")
 
 
 class TapWhoop(Tap):
@@ -191,12 +203,14 @@ class TapWhoop(Tap):
                 if value is None:
                     continue
                 try:
-                    parse_time(str(value))
+                    problem = _date_problem(parse_time(str(value)))
                 except ValueError:
+                    problem = "is not a date-time"
+                if problem:
                     raise ConfigError(
-                        f"the state's bookmark for {name} ({value!r}) is not a date-time: fix "
-                        "the state, or clear it (`meltano state clear …`) to re-read everything"
-                    ) from None
+                        f"the state's bookmark for {name} ({value!r}) {problem}: fix the "
+                        "state, or clear it (`meltano state clear …`) to re-read everything"
+                    )
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Check the settings before any request, one clear line for the first problem."""
@@ -207,13 +221,44 @@ class TapWhoop(Tap):
             raise ConfigError(errors[0])
         return errors
 
+    def setup_mapper(self) -> None:
+        """A stream map that cannot run fails here, in one line naming it, before any request."""
+        try:
+            super().setup_mapper()
+        except ConfigValidationError as exc:  # flattening
+            raise ConfigError("; ".join(exc.errors) or str(exc)) from None
+        except (MappingError, NotImplementedError) as exc:
+            raise ConfigError(
+                f"stream_maps: {' '.join(str(exc).split())} (fix the stream map; see the "
+                "Singer SDK's stream maps documentation)"
+            ) from None
+        functions = {
+            name
+            for maps in self.mapper.stream_maps.values()
+            for stream_map in maps
+            if isinstance(stream_map, CustomStreamMap)
+            for name in stream_map.functions
+        }
+        if not functions:  # no stream map applies to any stream
+            return
+        for where, expression in _stream_map_expressions(self.config.get("stream_maps")):
+            if unknown := _unknown_functions(expression, functions):
+                raise ConfigError(
+                    f"{where} ({_shown(expression)}) calls unknown function(s) "
+                    f"{', '.join(unknown)}: a stream map can call {', '.join(sorted(functions))}"
+                )
+
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
         """A missing or malformed config file is a usage error: one line, not a traceback."""
         try:
             return super().cb_config(ctx, param, value)
+        except RecursionError:
+            files = " ".join(path for path in value if path != "ENV")
+            message = too_deep(files, "a tap config")
         except (OSError, ValueError, TypeError) as exc:
-            raise click.BadParameter(str(exc).splitlines()[0], ctx=ctx, param=param) from None
+            message = str(exc).splitlines()[0]
+        raise click.BadParameter(message, ctx=ctx, param=param)
 
     @classmethod
     def cb_json_file(
@@ -224,6 +269,11 @@ class TapWhoop(Tap):
             return None
         try:
             data = json.loads(value.read())
+            if _deeper_than(data, MAX_JSON_DEPTH):  # the SDK would recurse through it
+                raise RecursionError
+        except RecursionError:
+            what = "a Singer catalog" if param.name == "catalog" else "a Singer state"
+            raise click.BadParameter(too_deep(value.name, what), ctx=ctx, param=param) from None
         except ValueError as exc:
             raise click.BadParameter(f"{value.name} is not valid JSON ({exc})") from None
         if problem := _json_file_problem(str(param.name), data):
@@ -342,6 +392,9 @@ def _json_file_problem(option: str, data: t.Any) -> str | None:
     if option == "catalog":
         if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
             return "not a Singer catalog (an object with a 'streams' list): see --discover"
+        for index, entry in enumerate(data["streams"]):
+            if problem := _catalog_entry_problem(entry):
+                return f"streams[{index}] {problem}: fix it, or regenerate it with --discover"
         return None
     if not isinstance(data, dict):
         return "not a Singer state (a JSON object with 'bookmarks')"
@@ -352,7 +405,140 @@ def _json_file_problem(option: str, data: t.Any) -> str | None:
         partitions = bookmark.get("partitions", [])
         if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
             return f"the partitions of bookmark {name!r} must be a list of objects"
+        for index, partition in enumerate(partitions):
+            if not isinstance(partition.get("context"), dict):
+                return (
+                    f"partition {index} of bookmark {name!r} has no 'context' object (the "
+                    'member\'s {"user_id": …}): fix it, or start without --state'
+                )
+        for entry in [bookmark, *partitions]:
+            if not isinstance(entry.get("progress_markers", {}), dict):
+                return f"the progress_markers of bookmark {name!r} must be an object"
     return None
+
+
+def _catalog_entry_problem(entry: t.Any) -> str | None:
+    """What keeps `entry` from being a catalog entry the SDK can read, if anything."""
+    if not isinstance(entry, dict):
+        return f"is {json.dumps(entry)[:40]}, not a catalog entry (an object)"
+    if not isinstance(entry.get("tap_stream_id"), str) or not entry["tap_stream_id"]:
+        return "has no 'tap_stream_id' (a stream name)"
+    schema = entry.get("schema")
+    if not isinstance(schema, dict):
+        return f"({entry['tap_stream_id']}) has no 'schema' object"
+    if not isinstance(schema.get("properties", {}), dict):
+        return f"({entry['tap_stream_id']}): 'schema.properties' must be an object"
+    metadata = entry.get("metadata", [])
+    if not isinstance(metadata, list) or not all(
+        isinstance(item, dict)
+        and isinstance(item.get("breadcrumb"), list)
+        and isinstance(item.get("metadata"), dict)
+        for item in metadata
+    ):
+        return (
+            f"({entry['tap_stream_id']}): 'metadata' must be a list of "
+            "{breadcrumb: [...], metadata: {...}} objects"
+        )
+    return None
+
+
+def too_deep(what: str, kind: str) -> str:
+    """The message for JSON nested deeper than `MAX_JSON_DEPTH` (or the parser follows)."""
+    return (
+        f"{what} is nested more than {MAX_JSON_DEPTH} levels deep, far deeper than {kind} "
+        "is: check that it is the right file"
+    )
+
+
+def _deeper_than(data: t.Any, limit: int) -> bool:
+    """Whether JSON `data` nests more than `limit` arrays and objects deep."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return False
+
+
+def _date_problem(value: datetime.datetime) -> str | None:
+    """Why WHOOP would refuse `value` as a date-time, if it would."""
+    if EARLIEST <= value <= LATEST:
+        return None
+    return (
+        f"is out of range: use a date-time from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} "
+        "(WHOOP has data from 2015 on, and refuses dates before year 1000)"
+    )
+
+
+def _stream_maps_errors(stream_maps: t.Any) -> list[str]:
+    """Stream maps the SDK would reject, or fail on, once records flow."""
+    if not isinstance(stream_maps, dict):
+        return []
+    elses = [
+        ("stream_maps.__else__", stream_maps.get("__else__")),
+        *(
+            (f"stream_maps.{name}.__else__", definition.get("__else__"))
+            for name, definition in stream_maps.items()
+            if isinstance(definition, dict)
+        ),
+    ]
+    errors = [
+        f"{where} can only be null (drop what no map names), not {value!r}"
+        for where, value in elses
+        if value not in (None, NULL_STRING)
+    ]
+    for where, expression in _stream_map_expressions(stream_maps):
+        if problem := _expression_problem(expression):
+            errors.append(f"{where} ({_shown(expression)}) {problem}")
+    return errors
+
+
+def _shown(expression: str) -> str:
+    """`expression` quoted for a message, cut short when long."""
+    return repr(expression if len(expression) <= 60 else f"{expression[:57]}...")
+
+
+def _stream_map_expressions(stream_maps: t.Any) -> list[tuple[str, str]]:
+    """(where, expression) for each expression the stream maps evaluate on records."""
+    if not isinstance(stream_maps, dict):
+        return []
+    return [
+        (f"stream_maps.{name}.{key}", expression)
+        for name, definition in stream_maps.items()
+        if isinstance(definition, dict)
+        for key, expression in definition.items()
+        if key not in _MAP_OPTIONS and isinstance(expression, str) and expression != NULL_STRING
+    ]
+
+
+def _expression_problem(expression: str) -> str | None:
+    """Why the SDK could not parse `expression`, if it could not."""
+    try:
+        body = ast.parse(expression).body
+    except SyntaxError as exc:
+        return f"is not a valid expression ({exc.msg}): fix it or remove it"
+    except (ValueError, RecursionError, MemoryError):
+        return "is not a valid expression: fix it or remove it"
+    if len(body) != 1 or not isinstance(body[0], ast.Expr):
+        return "is not a single expression (e.g. `str(id)`): fix it or remove it"
+    return None
+
+
+def _unknown_functions(expression: str, functions: set[str]) -> list[str]:
+    """The functions `expression` calls by a name no stream map defines (sorted, as `f()`)."""
+    return sorted(
+        {
+            f"{node.func.id}()"
+            for node in ast.walk(ast.parse(expression))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id not in functions
+        }
+    )
 
 
 def configured_members(config: t.Mapping[str, t.Any]) -> list[tuple[str, str | None]]:
@@ -373,6 +559,18 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     users = config.get("users")
     if users is not None:
         errors += _users_errors(users)
+    errors += _stream_maps_errors(config.get("stream_maps"))
+    store = config.get("token_store_path")
+    if isinstance(store, str) and not store.strip():
+        errors.append(
+            "token_store_path is empty: remove the setting to use the default token store, "
+            "or give the file's path"
+        )
+    elif isinstance(store, str) and "\x00" in store:
+        errors.append(
+            "token_store_path contains a NUL character (\\x00), which no file path can hold: "
+            "fix the path"
+        )
     dates: dict[str, datetime.datetime] = {}
     for name in ("start_date", "end_date"):
         if value := config.get(name):
@@ -382,6 +580,9 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
                 errors.append(
                     f"{name} {value!r} is not a date-time: use ISO 8601, e.g. 2024-01-31T00:00:00Z"
                 )
+                continue
+            if problem := _date_problem(dates[name]):
+                errors.append(f"{name} {value!r} {problem}")
     if "start_date" in dates and "end_date" in dates and dates["start_date"] >= dates["end_date"]:
         errors.append(
             f"start_date ({config['start_date']}) is not before end_date ({config['end_date']}): "
