@@ -94,6 +94,7 @@ class SleepStream(CollectionStream, MemberStream):
     name = "sleep"
     path = "/v2/activity/sleep"
     primary_keys = ("id",)
+    max_records_per_day = 12  # naps
     schema = schemas.SLEEP
     scope = "read:sleep"
 
@@ -104,6 +105,7 @@ class WorkoutStream(CollectionStream, MemberStream):
     name = "workout"
     path = "/v2/activity/workout"
     primary_keys = ("id",)
+    max_records_per_day = 30
     schema = schemas.WORKOUT
     scope = "read:workout"
 

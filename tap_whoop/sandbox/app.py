@@ -57,6 +57,16 @@ READ_SCOPES = (
     "read:workout",
 )
 ALL_SCOPES = (*READ_SCOPES, "offline")
+PAGE_FAULTS = (
+    "empty_page",
+    "endless_tokens",
+    "no_records",
+    "null_records",
+    "object_records",
+    "null_id",
+    "null_start",
+    "bad_start",
+)
 FAULT_KINDS = (
     "500",
     "502",
@@ -70,7 +80,23 @@ FAULT_KINDS = (
     "reset",
     "garbage",
     "no_refresh_token",
+    "trickle",
+    *PAGE_FAULTS,
 )
+"""Faults `inject_fault` serves. The HTTP statuses answer with that status and a JSON error;
+"timeout" stalls `Sandbox.fault_delay` seconds before answering; "reset" drops the connection
+mid-body; "garbage" answers an HTML 200; "no_refresh_token" leaves the refresh token out of a
+token answer; "trickle" sends the real answer (Content-Length included) one byte every
+`Sandbox.trickle_interval` seconds.
+
+`PAGE_FAULTS` change the real page of a collection (other endpoints ignore them):
+"empty_page" answers no records, with a new next_token that resumes where the page began;
+"endless_tokens" answers the page's records with a new next_token that leads to them again;
+"no_records", "null_records" and "object_records" answer a page without `records`, with
+`records: null`, and with `records` an object; "null_id", "null_start" and "bad_start" spoil
+one record of the page (its third, or its last on shorter pages): its primary key (`id`,
+`cycle_id` on recoveries) null, its `start` (`created_at` on recoveries) null or not a date-time.
+"""
 API_PREFIX = "/developer"
 OAUTH_PREFIX = "/oauth/oauth2"
 TOKEN_PATH = f"{OAUTH_PREFIX}/token"
@@ -216,6 +242,9 @@ class Sandbox:
 
     fault_delay: float = 2.0
     """Seconds a "timeout" fault stalls before answering."""
+
+    trickle_interval: float = 0.5
+    """Seconds between the bytes of a "trickle" fault's answer."""
 
     def __init__(
         self,
@@ -526,6 +555,8 @@ class Sandbox:
             raise ValueError("fault path must start with '/'")
         if kind == "no_refresh_token" and not TOKEN_PATH.startswith(path):
             raise ValueError(f"no_refresh_token applies only to {TOKEN_PATH}")
+        if kind in PAGE_FAULTS and path.startswith(OAUTH_PREFIX):
+            raise ValueError(f"{kind} applies only to the API's collections")
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
@@ -740,7 +771,19 @@ def _finish(response: Response) -> Response:
         for name, value in g.get("rate_headers", {}).items():
             response.headers.setdefault(name, value)
         _sandbox().note_api_status(response.status_code)
+    if g.get("trickle"):
+        body = response.get_data()
+        response.response = _trickled(body, _sandbox().trickle_interval)
+        response.headers["Content-Length"] = str(len(body))
     return response
+
+
+def _trickled(body: bytes, interval: float) -> Iterator[bytes]:
+    """The body a byte at a time; werkzeug writes (and flushes) each one as it comes."""
+    for index in range(len(body)):
+        if index:
+            time.sleep(interval)
+        yield body[index : index + 1]
 
 
 def _fault(sandbox: Sandbox, kind: str | None) -> Response | None:
@@ -755,6 +798,12 @@ def _fault(sandbox: Sandbox, kind: str | None) -> Response | None:
         return None
     if kind == "no_refresh_token":
         g.omit_refresh_token = True
+        return None
+    if kind == "trickle":
+        g.trickle = True
+        return None
+    if kind in PAGE_FAULTS:
+        g.page_fault = kind
         return None
     if kind == "reset":
         return Response(_broken_body(), mimetype="application/json")
@@ -884,7 +933,41 @@ def _collection(kind: Kind, scope: str) -> ResponseReturnValue:
     page: dict[str, Any] = {"records": records}
     if last is not None:
         page["next_token"] = _encode_cursor(kind, last, start, end)
+    fault = g.get("page_fault")
+    if fault is not None:
+        _spoil(page, fault, kind, before or _TOP, start, end)
     return page
+
+
+_TOP: Key = (2**62, "")
+"""A cursor position above every record: the first page."""
+
+
+def _spoil(
+    page: dict[str, Any], fault: str, kind: Kind, here: Key, start: int | None, end: int | None
+) -> None:
+    """Apply a page fault to a collection page, in place."""
+    records: list[dict[str, Any]] = page["records"]
+    again = _encode_cursor(kind, here, start, end, salt=secrets.token_hex(4))
+    if fault == "empty_page":
+        page["records"] = []
+        page["next_token"] = again
+    elif fault == "endless_tokens":
+        page["next_token"] = again
+    elif fault == "no_records":
+        del page["records"]
+    elif fault == "null_records":
+        page["records"] = None
+    elif fault == "object_records":
+        page["records"] = {str(index): record for index, record in enumerate(records)}
+    elif records:
+        record = records[min(2, len(records) - 1)]
+        key = "id" if "id" in record else "cycle_id"
+        moment = "start" if "start" in record else "created_at"
+        if fault == "null_id":
+            record[key] = None
+        else:
+            record[moment] = None if fault == "null_start" else "yesterday evening"
 
 
 def _limit(text: str | None) -> int:
@@ -917,15 +1000,24 @@ def parse_moment(text: str) -> datetime:
     return parsed
 
 
-def _encode_cursor(kind: Kind, last: Key, start: int | None, end: int | None) -> str:
-    raw = json.dumps([kind, last[0], last[1], start, end], separators=(",", ":"))
+def _encode_cursor(
+    kind: Kind, last: Key, start: int | None, end: int | None, salt: str | None = None
+) -> str:
+    """An opaque cursor; a salt makes a new token for the same position (page faults)."""
+    fields: list[Any] = [kind, last[0], last[1], start, end]
+    if salt is not None:
+        fields.append(salt)
+    raw = json.dumps(fields, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(token: str) -> tuple[str, Key, int | None, int | None]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        kind, last_start, last_id, start, end = json.loads(raw)
+        fields = json.loads(raw)
+        if isinstance(fields, list) and len(fields) == 6 and isinstance(fields[5], str):
+            fields = fields[:5]
+        kind, last_start, last_id, start, end = fields
     except (binascii.Error, ValueError, TypeError):
         raise SandboxError(400, "bad_request", "nextToken is malformed") from None
     optional = (type(None), int)
