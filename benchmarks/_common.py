@@ -17,12 +17,12 @@ import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
-from tap_whoop.sandbox import Sandbox, SandboxServer
+from whoop_sandbox import Sandbox, SandboxServer
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from tap_whoop.sandbox.data import Kind
+    from whoop_sandbox.data import Kind
 
 NOW = datetime.datetime(2026, 11, 20, 12, 0, tzinfo=datetime.timezone.utc)
 """A fixed sandbox clock, so every run sees the same records."""

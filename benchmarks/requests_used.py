@@ -22,8 +22,8 @@ from pathlib import Path
 import _common as c
 
 if t.TYPE_CHECKING:
-    from tap_whoop.sandbox import Sandbox
-    from tap_whoop.sandbox.data import Kind
+    from whoop_sandbox import Sandbox
+    from whoop_sandbox.data import Kind
 
 HISTORY_DAYS = 5 * 365
 PAGE_SIZE = 25

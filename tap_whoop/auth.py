@@ -32,13 +32,15 @@ import requests
 import urllib3
 from filelock import FileLock, Timeout
 
+from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import (
+    FIX,
     ConfigError,
+    Fix,
     MemberError,
     ReauthorizeError,
     TapWhoopError,
     TokenStoreError,
-    reauthorize_command,
 )
 
 if t.TYPE_CHECKING:
@@ -76,25 +78,6 @@ def default_token_store_path() -> Path:
 def fingerprint(token: str) -> str:
     """Identify a refresh token without storing it."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
-    """Type errors in secret settings, without their values (jsonschema's messages echo them)."""
-    errors = [
-        f"{name} must be a string"
-        for name in ("client_secret", "refresh_token")
-        if config.get(name) is not None and not isinstance(config[name], str)
-    ]
-    users = config.get("users")
-    if isinstance(users, list):
-        errors += [
-            f"users[{index}].refresh_token must be a string"
-            for index, user in enumerate(users)
-            if isinstance(user, dict)
-            and user.get("refresh_token") is not None
-            and not isinstance(user["refresh_token"], str)
-        ]
-    return errors
 
 
 class _NotAStoreError(TokenStoreError):
@@ -507,7 +490,7 @@ class WhoopApp:
     client_id: str
     client_secret: str
     oauth_url: str
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=lambda: with_deadlines(requests.Session()))
 
     @property
     def token_url(self) -> str:
@@ -825,7 +808,8 @@ class MemberAuth:
                 raise TokenStoreError(
                     f"member {self.key!r}: WHOOP rotated the refresh token but it could not be "
                     f"saved ({exc}); nothing was synced with it. Fix the store, then re-authorize "
-                    f"with `{reauthorize_command(self.key)}`"
+                    f"with `{FIX}`",
+                    Fix.reauthorize(self.key),
                 ) from None
 
     def _entry(self, data: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -834,8 +818,8 @@ class MemberAuth:
         if not isinstance(expires, int | float) or isinstance(expires, bool):
             raise TokenStoreError(
                 f"token store {self._store.path}: member {self.key!r} has a malformed entry "
-                "(expires_at); it was left as it is: restore it, or re-authorize with "
-                f"`{reauthorize_command(self.key)}`"
+                f"(expires_at); it was left as it is: restore it, or re-authorize with `{FIX}`",
+                Fix.reauthorize(self.key),
             )
         return entry
 
@@ -891,60 +875,3 @@ def store_consent(
 def new_state() -> str:
     """The OAuth `state`: random, well over WHOOP's 8-character minimum."""
     return secrets.token_urlsafe(24)
-
-
-@dataclass
-class Member:
-    """A WHOOP member synced in this run, under the key the config gives them."""
-
-    key: str
-    auth: MemberAuth
-    user_id: int | None = None
-    failure: str | None = None
-    stream_failures: dict[str, str] = field(default_factory=dict)
-
-    def skips(self, stream: str) -> bool:
-        """Whether nothing more is to be synced from `stream` for this member in this run."""
-        return self.failure is not None or stream in self.stream_failures
-
-
-class Members:
-    """This run's members, found by config key (profile) or WHOOP user id (everything else)."""
-
-    def __init__(self, members: list[Member]) -> None:
-        self.by_key = {member.key: member for member in members}
-        self._by_user_id: dict[int, Member] = {}
-
-    def __iter__(self) -> Iterator[Member]:
-        return iter(self.by_key.values())
-
-    def identify(self, key: str, user_id: int) -> None:
-        """Remember whose records carry `user_id`, learnt from the member's profile."""
-        member = self.by_key[key]
-        member.user_id = user_id
-        self._by_user_id[user_id] = member
-
-    def for_context(self, context: t.Mapping[str, t.Any] | None) -> Member:
-        """The member a stream partition belongs to."""
-        if context and "member" in context:
-            return self.by_key[context["member"]]
-        if context and "user_id" in context:
-            return self._by_user_id[context["user_id"]]
-        raise LookupError(f"no member in stream context {dict(context or {})}")
-
-    def fail(self, member: Member, stream: str, error: MemberError) -> None:
-        """Stop syncing a member (or one of their streams) for the rest of the run, and say why."""
-        if error.whole_member:
-            member.failure = str(error)
-        else:
-            member.stream_failures[stream] = str(error)
-        logger.error("%s", error)
-
-    @property
-    def problems(self) -> list[str]:
-        """What could not be synced, one message per member or member's stream."""
-        return [
-            message
-            for member in self
-            for message in ([member.failure] if member.failure else member.stream_failures.values())
-        ]

@@ -2,115 +2,92 @@
 
 The SDK's default test syncs a record per stream and stops at the first error. A WHOOP job fails
 instead on a member's dead refresh token or a missing scope, so this check refreshes each member's
-token (proving the refresh token alive, and storing its successor) and asks each selected
-endpoint for one record, then names every member, endpoint and scope that failed.
+token (proving the refresh token alive, and storing its successor) and asks each selected stream
+for its probe request (through the sync's own policy), then names every member, endpoint and
+scope that failed.
 """
 
 from __future__ import annotations
 
 import typing as t
 
-import click
+import requests
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_whoop.client import CollectionStream
-from tap_whoop.errors import MemberError, TapWhoopError, reauthorize_command
-from tap_whoop.member_api import PROFILE_PATH, MemberApi, describe_status
-from tap_whoop.streams import ByIdStream, CycleChildStream, ProfileStream
+from tap_whoop.errors import FIX, Fix, MemberError, MissingScopeError, TapWhoopError
 
 if t.TYPE_CHECKING:
-    from tap_whoop.auth import Member
+    from collections.abc import Callable, Sequence
+
     from tap_whoop.client import WhoopStream
-    from tap_whoop.tap import TapWhoop
+    from tap_whoop.run import Member, Run
 
 
 class CredentialCheckError(TapWhoopError):
     """At least one member cannot be synced as configured."""
 
 
-def check_credentials(tap: TapWhoop, echo: t.Callable[[str], t.Any] = click.echo) -> None:
-    """Check every member; report each on its own line, fail with one line naming the failures."""
-    streams = [
-        t.cast("WhoopStream", stream)
-        for stream in tap.streams.values()
-        if stream.selected and not isinstance(stream, ProfileStream)
-    ]
+def check_credentials(
+    run: Run, profile: WhoopStream, streams: Sequence[WhoopStream], echo: Callable[[str], t.Any]
+) -> None:
+    """Check every member; report each on its own line, fail with one line naming the failures.
+
+    `profile` is probed first (it names the member's WHOOP user); `streams` are the other
+    selected streams, parents before their children.
+    """
     failures: list[str] = []
-    members = list(tap.members)
-    for member in members:
+    for member in run.members:
         try:
-            echo(_check_member(tap, member, streams))
+            echo(_check_member(member, profile, streams))
         except MemberError as exc:
-            failures.append(str(exc))
+            failures.append(exc.render(run.invocation))
     if failures:
         raise CredentialCheckError(
-            f"credential check failed for {len(failures)} of {len(members)} member(s): "
+            f"credential check failed for {len(failures)} of {len(run.members)} member(s): "
             + " | ".join(failures)
         )
-    echo(f"tap-whoop: credentials OK for {len(members)} member(s)")
+    echo(f"tap-whoop: credentials OK for {len(run.members)} member(s)")
 
 
-def _check_member(tap: TapWhoop, member: Member, streams: list[WhoopStream]) -> str:
-    api = MemberApi(tap.api_url, member.auth, pacer=tap.pacer)
+def _check_member(member: Member, profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
     member.auth.access_token(force_refresh=True)
-    response = api.get(PROFILE_PATH)
-    if response.status_code != 200:
-        raise _refused(member.key, [(PROFILE_PATH, "read:profile", response)])
-    profile = response.json()
-    answered = ["profile"]
-    skipped: list[str] = []
-    refused: list[tuple[str, str, t.Any]] = []
-    cycle_ids: list[int] | None = None
+    record = profile.probe({"member": member.key}, member.auth)
+    if record is None:
+        raise MemberError(f"member {member.key!r}: WHOOP answered no profile")
+    context = {"user_id": record["user_id"]}
+    found: dict[str, dict[str, t.Any] | None] = {profile.name: record}
+    answered, skipped = [profile.name], []
+    refused: list[MissingScopeError] = []
+    trouble: list[str] = []
     for stream in streams:
-        if isinstance(stream, CycleChildStream):
-            if cycle_ids is None:
-                cycle_ids = _first_cycle(api)
-            ids: list[t.Any] = cycle_ids
-            path = stream.path.format(cycle_id=ids[0]) if ids else ""
-            why_not = "no cycle yet"
-        elif isinstance(stream, ByIdStream):
-            ids = list(tap.config.get(stream.ids_setting) or [])
-            path = stream.path.format(record_id=ids[0]) if ids else ""
-            why_not = f"no {stream.ids_setting}"
-        else:
-            ids, path, why_not = [None], stream.path, ""
-        if not ids:
-            skipped.append(f"{stream.name} ({why_not})")
+        probe = stream.probe_context(context, found)
+        if isinstance(probe, str):
+            skipped.append(f"{stream.name} ({probe})")
             continue
-        params = {"limit": 1} if isinstance(stream, CollectionStream) else None
-        response = api.get(path, params)
-        if response.status_code == 200 or (response.status_code == 404 and stream.missing_is_empty):
-            answered.append(stream.name)
+        try:
+            found[stream.name] = stream.probe(probe, member.auth)
+        except MissingScopeError as exc:
+            refused.append(exc)
+        except (FatalAPIError, RetriableAPIError, requests.exceptions.RequestException) as exc:
+            trouble.append(f"{stream.name} ({' '.join(str(exc).split())[:200]})")
         else:
-            refused.append((path, stream.scope, response))
+            answered.append(stream.name)
     if refused:
-        raise _refused(member.key, refused)
-    name = " ".join(str(profile.get(part) or "") for part in ("first_name", "last_name")).strip()
+        details = ", ".join(f"{e.path} ({e.status}, scope {e.scope})" for e in refused)
+        scopes = ", ".join(sorted({e.scope for e in refused}))
+        raise MemberError(
+            f"member {member.key!r}: WHOOP refused {details}: the authorization lacks scope(s) "
+            f"{scopes} or was revoked; re-authorize with `{FIX}`",
+            Fix.reauthorize(member.key),
+        )
+    if trouble:
+        raise MemberError(
+            f"member {member.key!r}: WHOOP failed {', '.join(trouble)}: WHOOP is having trouble "
+            "or the request is wrong; run the check again later"
+        )
+    name = " ".join(str(record.get(part) or "") for part in ("first_name", "last_name")).strip()
     line = (
-        f"member {member.key!r}: OK, WHOOP user {profile.get('user_id')}"
+        f"member {member.key!r}: OK, WHOOP user {record.get('user_id')}"
         f"{f' ({name})' if name else ''}; token refreshed; answered: {', '.join(answered)}"
     )
     return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
-
-
-def _first_cycle(api: MemberApi) -> list[int]:
-    response = api.get("/v2/cycle", {"limit": 1})
-    if response.status_code != 200:
-        return []
-    records = response.json().get("records") or []
-    return [records[0]["id"]] if records else []
-
-
-def _refused(member: str, refused: list[tuple[str, str, t.Any]]) -> MemberError:
-    """One line for all of a member's refusals: which endpoint, which scope, what to do."""
-    scopes = sorted({scope for _, scope, response in refused if response.status_code == 403})
-    details = ", ".join(
-        f"{path} ({describe_status(response)}, scope {scope})" for path, scope, response in refused
-    )
-    if scopes:
-        advice = (
-            f"the authorization lacks scope(s) {', '.join(scopes)} or was revoked; re-authorize "
-            f"with `{reauthorize_command(member)}`"
-        )
-    else:
-        advice = "WHOOP is having trouble or the request is wrong; run the check again later"
-    return MemberError(f"member {member!r}: WHOOP refused {details}: {advice}")

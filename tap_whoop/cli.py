@@ -1,9 +1,9 @@
 """The `tap-whoop` command: the Singer tap, plus `auth` and `revoke` for members' consent.
 
-`tap-whoop auth|revoke …` runs the subcommand; anything else is the SDK's tap CLI (whose `--test`
-is the credential check). Meltano runs a plugin's own arguments after its `--config`, `--catalog`
-and `--state`, so `meltano invoke tap-whoop auth` arrives as `tap-whoop --config F … auth`.
-Every failure a user can act on ends in one line on stderr and a non-zero exit.
+A click group: without a subcommand it is the SDK's tap command (its options, `--test`,
+`--about`, `--discover` unchanged); `auth` and `revoke` take `--config` before them (Meltano
+runs `tap-whoop --config F … auth`) or after. Every failure a user can act on is rendered
+here, once: one line on stderr, the fix as a command to paste, a non-zero exit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import click
 import requests
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.configuration._dict_config import parse_environment_config
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 
 from tap_whoop.auth import new_state
 from tap_whoop.consent import (
@@ -30,35 +31,74 @@ from tap_whoop.consent import (
     open_browser,
     revoke_member,
 )
-from tap_whoop.errors import ConfigError, TapWhoopError, remember_config_args
-from tap_whoop.tap import DEFAULT_MEMBER, TapWhoop, configured_members, too_deep
+from tap_whoop.errors import ConfigError, Invocation, TapWhoopError
+from tap_whoop.run import Run
+from tap_whoop.settings import (
+    CONFIG_SCHEMA,
+    DEFAULT_MEMBER,
+    configured_members,
+    too_deep,
+    validated,
+)
+from tap_whoop.tap import CONFIG_FILES, TapWhoop
 
-_VALUED_TAP_OPTIONS = ("--config", "--catalog", "--state")
+
+class TapCommand(click.Group):
+    """The tap's options and callback (the SDK's), with `auth` and `revoke` beside them."""
+
+    def invoke(self, ctx: click.Context) -> t.Any:
+        """Log warnings as the SDK's own command does."""
+        logging.captureWarnings(capture=True)
+        return super().invoke(ctx)
+
+
+def build_command() -> click.Group:
+    """The SDK's tap command as a group, so subcommands can follow the tap's `--config`."""
+    singer = TapWhoop.cli
+
+    @click.pass_context
+    def run_tap(ctx: click.Context, **params: t.Any) -> None:
+        if ctx.invoked_subcommand is None:
+            TapWhoop.invoke(**params)
+
+    group = TapCommand(
+        name="tap-whoop",
+        params=list(singer.params),
+        callback=run_tap,
+        invoke_without_command=True,
+        context_settings={"help_option_names": ["--help"]},
+        help=(
+            "Execute the Singer tap. Members consent with `tap-whoop auth` and are removed with "
+            "`tap-whoop revoke` (see their --help). --test checks every member's credentials: "
+            "it refreshes each token and asks each selected stream for a record."
+        ),
+    )
+    group.add_command(auth)
+    group.add_command(revoke)
+    return group
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the tap or a subcommand; user mistakes and WHOOP refusals end in one line."""
     args = list(sys.argv[1:] if argv is None else argv)
-    subcommand, configs, rest = _split(args)
-    remember_config_args(_config_values(args))
+    command = build_command()
+    ctx: click.Context | None = None
+    code: t.Any = 0
     try:
-        if subcommand is None:
-            code = TapWhoop.cli.main(args=args, prog_name="tap-whoop", standalone_mode=False)
-        else:
-            _log_warnings_only()
-            command = SUBCOMMANDS[subcommand]
-            config_args = [arg for value in configs for arg in ("--config", value)]
-            code = command.main(
-                args=[*config_args, *rest],
-                prog_name=f"tap-whoop {subcommand}",
-                standalone_mode=False,
-            )
+        ctx = command.make_context("tap-whoop", args)
+        with ctx:
+            code = command.invoke(ctx)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except click.Abort:
         _fail("cancelled", 130)
+    except ConfigValidationError as exc:
+        _fail(exc.errors[0] if exc.errors else str(exc), ConfigError.exit_code)
     except TapWhoopError as exc:
-        _fail(str(exc), exc.exit_code)
+        files = ctx.meta.get(CONFIG_FILES, ()) if ctx is not None else ()
+        _fail(exc.render(Invocation.current(files)), exc.exit_code)
     except FatalAPIError as exc:
         _fail(f"WHOOP refused a request: {exc}", 1)
     except RetriableAPIError as exc:
@@ -68,27 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _split(args: list[str]) -> tuple[str | None, list[str], list[str]]:
-    """(subcommand or None, the `--config` values, the subcommand's own arguments)."""
-    index = 0
-    while index < len(args) and args[index] not in SUBCOMMANDS:
-        name, equals, _ = args[index].partition("=")
-        if name not in _VALUED_TAP_OPTIONS:
-            return None, _config_values(args), args
-        index += 1 if equals else 2
-    if index >= len(args):
-        return None, _config_values(args), args
-    return args[index], _config_values(args[:index]), args[index + 1 :]
-
-
-def _config_values(args: list[str]) -> list[str]:
-    values = []
-    for index, arg in enumerate(args):
-        if arg == "--config" and index + 1 < len(args):
-            values.append(args[index + 1])
-        elif arg.startswith("--config="):
-            values.append(arg.partition("=")[2])
-    return values
+def _fail(message: str, code: int) -> t.NoReturn:
+    print(f"tap-whoop: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _log_warnings_only() -> None:
@@ -106,15 +128,16 @@ class _OneLine(logging.Formatter):
         return f"tap-whoop: {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
 
 
-def _fail(message: str, code: int) -> t.NoReturn:
-    print(f"tap-whoop: error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(code)
-
-
-def _load_tap(configs: tuple[str, ...]) -> TapWhoop:
-    """The tap as `--config` describes it: files merged in order, ENV for TAP_WHOOP_* variables."""
+def _run(ctx: click.Context, configs: tuple[str, ...]) -> Run:
+    """The run's services as `--config` describes them (the tap's, then the subcommand's)."""
+    _log_warnings_only()
+    files = (*(ctx.parent.meta.get(CONFIG_FILES, ()) if ctx.parent else ()), *configs)
+    if not files:
+        option = next(param for param in ctx.command.params if param.name == "configs")
+        raise click.MissingParameter(ctx=ctx, param=option)
+    ctx.meta[CONFIG_FILES] = files
     config: dict[str, t.Any] = {}
-    for value in configs:
+    for value in files:
         if value == "ENV":
             continue
         try:
@@ -128,11 +151,13 @@ def _load_tap(configs: tuple[str, ...]) -> TapWhoop:
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {value} is not a JSON object")
         config |= loaded
-    return TapWhoop(config=config, parse_env_config="ENV" in configs)
+    if "ENV" in files:
+        config |= parse_environment_config(CONFIG_SCHEMA, "TAP_WHOOP_")
+    return Run(validated(config), Invocation.current(files))
 
 
-def _member_key(tap: TapWhoop, member: str | None) -> str:
-    keys = [key for key, _ in configured_members(tap.config)]
+def _member_key(run: Run, member: str | None) -> str:
+    keys = [key for key, _ in configured_members(run.config)]
     if member is None:
         if DEFAULT_MEMBER not in keys:
             raise ConfigError(
@@ -148,7 +173,6 @@ _CONFIG_OPTION = click.option(
     "--config",
     "configs",
     multiple=True,
-    required=True,
     metavar="FILE",
     help=(
         "The tap's config: client_id, client_secret, oauth_url, api_url, token_store_path. "
@@ -189,7 +213,9 @@ _MEMBER_OPTION = click.option(
     is_flag=True,
     help="Also print the new refresh token (the token store has it already).",
 )
+@click.pass_context
 def auth(
+    ctx: click.Context,
     configs: tuple[str, ...],
     member: str | None,
     redirect_uri: str | None,
@@ -198,9 +224,9 @@ def auth(
     print_refresh_token: bool,
 ) -> None:
     """Authorize a WHOOP member and store their tokens (once per member)."""
-    tap = _load_tap(configs)
-    key = _member_key(tap, member)
-    app = tap.app
+    run = _run(ctx, configs)
+    key = _member_key(run, member)
+    app = run.app
     listener = None
     if listen is not None:
         listener = RedirectListener(
@@ -229,11 +255,11 @@ def auth(
         if listener is not None:
             listener.close()
     code = code_from_redirect(received, state, redirect_uri)
-    consent = complete_consent(tap, key, code, redirect_uri)
+    consent = complete_consent(run, key, code, redirect_uri)
     for warning in consent.warnings:
         click.echo(f"tap-whoop: warning: {warning}", err=True)
     who = f"WHOOP user {consent.user_id}" + (f" ({consent.name})" if consent.name else "")
-    click.echo(f"Member {key!r} authorized: {who}; tokens saved to {tap.token_store.path}")
+    click.echo(f"Member {key!r} authorized: {who}; tokens saved to {run.token_store.path}")
     if print_refresh_token:
         click.echo(f"refresh_token: {consent.refresh_token}")
 
@@ -246,10 +272,8 @@ def auth(
     is_flag=True,
     help="Only remove the member from the token store (when WHOOP no longer accepts its tokens).",
 )
-def revoke(configs: tuple[str, ...], member: str, local_only: bool) -> None:
+@click.pass_context
+def revoke(ctx: click.Context, configs: tuple[str, ...], member: str, local_only: bool) -> None:
     """Revoke a member's authorization at WHOOP and remove them from the token store."""
-    tap = _load_tap(configs)
-    click.echo(revoke_member(tap, _member_key(tap, member), local_only=local_only))
-
-
-SUBCOMMANDS: dict[str, click.Command] = {"auth": auth, "revoke": revoke}
+    run = _run(ctx, configs)
+    click.echo(revoke_member(run, _member_key(run, member), local_only=local_only))

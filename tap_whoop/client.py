@@ -1,218 +1,58 @@
-"""HTTP behaviour shared by every WHOOP stream: pacing, member tokens, retries, pages, bookmarks."""
+"""What every WHOOP stream does alike: the SDK's hooks, pages, record checks, bookmarks."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import decimal
-import errno
 import logging
 import math
-import random
-import socket
-import sqlite3
-import threading
-import time
 import typing as t
-import weakref
+from functools import cached_property
 from urllib.parse import urlparse
 
 import pendulum
 import requests
-import requests.adapters
-import urllib3.connection
-import urllib3.connectionpool
-from pyrate_limiter import AbstractBucket, Duration, InMemoryBucket, Limiter, Rate, SQLiteBucket
 from singer_sdk import RESTStream
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_whoop.errors import (
-    ConfigError,
-    MemberError,
-    MissingScopeError,
-    QuotaExhaustedError,
-    ReauthorizeError,
-    TapWhoopError,
-    reauthorize_command,
+from tap_whoop.deadline import with_deadlines
+from tap_whoop.errors import BadDataError, MemberError
+from tap_whoop.http import (
+    BACKOFF_BASE_SECONDS,
+    DEFAULT_MAX_REQUEST_ATTEMPTS,
+    DEFAULT_REQUEST_TIMEOUT,
+    MemberBearer,
+    classify,
+    jitter,
+    json_body,
+    log_retry,
+    wait_generator,
 )
+from tap_whoop.settings import parse_time
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
-    from pathlib import Path
 
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
-    from tap_whoop.tap import TapWhoop
+    from tap_whoop.auth import MemberAuth
+    from tap_whoop.run import Run
 
-DEFAULT_API_URL = "https://api.prod.whoop.com/developer"
 PAGE_SIZE = 25
-DEFAULT_REQUEST_TIMEOUT = 60
-"""Seconds one attempt may take, connecting and reading the whole answer included."""
-DEFAULT_MAX_REQUEST_ATTEMPTS = 8
-"""Tries per request before the run fails with the last error."""
 WHOOP_EPOCH = datetime.datetime(2012, 1, 1, tzinfo=datetime.timezone.utc)
 """Before any WHOOP record: where a window without a start begins, for bounding its pages."""
 PAGE_SLACK = 5
 """Pages a collection may take beyond what its window can hold, for empty or short pages."""
 MAX_EMPTY_PAGES_IN_A_ROW = 10
-DAILY_WINDOW_THRESHOLD_SECONDS = 120
-LOW_REMAINING = 10
 
 logger = logging.getLogger("tap-whoop")
 
 
-class RateLimitedError(RetriableAPIError):
-    """A 429: the pacer already holds the next request until WHOOP's window resets."""
-
-
-class StaleTokenError(RetriableAPIError):
-    """A 401 on a token that may simply be stale: one refresh, then one retry."""
-
-
-class BadDataError(MemberError):
-    """WHOOP answered with a page or record the tap cannot trust: only that stream fails.
-
-    Like a missing scope, it stops one member's stream and keeps that stream's bookmark; the
-    member's other streams and the other members go on, and the run fails at the end.
-    """
-
-    whole_member = False
-
-
 class _BadData(Exception):
     """What is wrong with an answer; `WhoopStream.get_records` names the member and stream."""
-
-
-class AppPacer:
-    """Spends one WHOOP app's rate limit for all of its members.
-
-    A sliding-window limiter (pyrate-limiter) enforces `max_requests_per_minute`; given a
-    `shared_file`, its window lives in SQLite there, so that every tap process of the app on this
-    machine (one job per member, overlapping schedules) stays under the ceiling together. On top
-    of it, WHOOP's own counters slow requests down before the window runs dry, and a 429 halves
-    the request rate, which then grows back by one request per minute per success (AIMD).
-    """
-
-    def __init__(self, max_requests_per_minute: int, shared_file: Path | None = None) -> None:
-        self.ceiling = float(max_requests_per_minute)
-        self.rate: float | None = None
-        self.rate_limited = 0
-        self.shared_file = shared_file
-        rates = [Rate(max_requests_per_minute, Duration.MINUTE)]
-        bucket: AbstractBucket = InMemoryBucket(rates)
-        if shared_file is not None:
-            try:
-                bucket = _SharedBucket.init_from_file(
-                    rates, db_path=str(shared_file), use_file_lock=True
-                )
-            except (OSError, sqlite3.Error) as exc:
-                raise ConfigError(
-                    f"cannot open the shared rate-limit file {shared_file} ({exc}); make its "
-                    "directory writable, or set token_store_path to a writable location"
-                ) from None
-        self._bucket = bucket
-        self._limiter = Limiter(bucket)
-        self._lock = threading.Lock()
-        self._not_before = 0.0
-        self._quota_resets_at: float | None = None
-
-    def wait(self) -> None:
-        """Block until the next request may go out."""
-        if self._quota_resets_at is not None:
-            raise _quota_exhausted(self._quota_resets_at - time.monotonic())
-        try:
-            if isinstance(self._bucket, _SharedBucket):
-                self._bucket.raise_leak_error()
-            self._limiter.try_acquire("whoop")
-        except (OSError, sqlite3.Error) as exc:
-            raise self._shared_file_error(exc) from None
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._not_before)
-            if self.rate is not None:
-                self._not_before = start + 60.0 / self.rate
-        if start > now:
-            time.sleep(start - now)
-
-    def _shared_file_error(self, exc: BaseException) -> TapWhoopError:
-        full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
-        cause = "the disk is full" if full else "it cannot be written"
-        return TapWhoopError(
-            f"cannot write to the shared rate-limit file {self.shared_file}: {cause} ({exc}); "
-            "free space on that disk (or make the file writable) and run again, or set "
-            "token_store_path to a location with space"
-        )
-
-    def observe(self, response: requests.Response) -> None:
-        """Learn from WHOOP's rate-limit headers and status."""
-        remaining = _header_number(response, "X-RateLimit-Remaining")
-        reset = _header_number(response, "X-RateLimit-Reset")
-        now = time.monotonic()
-        with self._lock:
-            if response.status_code == 429:
-                self.rate_limited += 1
-                wait = reset if reset is not None else 60.0
-                if wait > DAILY_WINDOW_THRESHOLD_SECONDS:
-                    raise _quota_exhausted(wait)
-                self.rate = max(1.0, (self.rate or self.ceiling) / 2)
-                self._not_before = max(self._not_before, now + wait)
-                logger.warning(
-                    "WHOOP answered 429; waiting %.0fs and pacing at %.0f requests/min",
-                    wait,
-                    self.rate,
-                )
-                return
-            if self.rate is not None:
-                self.rate += 1.0
-                if self.rate >= self.ceiling:
-                    self.rate = None
-            if remaining is None or reset is None or remaining >= LOW_REMAINING:
-                return
-            if reset > DAILY_WINDOW_THRESHOLD_SECONDS:
-                if remaining <= 0:
-                    self._quota_resets_at = now + reset
-                return
-            self._not_before = max(self._not_before, now + reset / max(remaining, 0.5))
-
-
-class _SharedBucket(SQLiteBucket):
-    """The SQLite window, whose background leaks keep a failure for the next request to raise.
-
-    pyrate-limiter leaks (deletes expired entries) on a thread of its own, where an exception
-    would only print a traceback; the pacer raises it instead, as one line.
-    """
-
-    _leak_error: BaseException | None = None
-
-    def leak(self, current_timestamp: int | None = None) -> int:
-        """Expire old entries; a full disk is remembered, not raised on the leak thread."""
-        try:
-            return super().leak(current_timestamp)
-        except (OSError, sqlite3.Error) as exc:
-            self._leak_error = exc
-            return 0
-
-    def raise_leak_error(self) -> None:
-        """Raise what the last background leak met, if anything."""
-        if self._leak_error is not None:
-            raise self._leak_error
-
-
-def _quota_exhausted(seconds: float) -> QuotaExhaustedError:
-    resume = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
-    return QuotaExhaustedError(
-        "WHOOP's daily request quota for this app is spent; state was saved, resume after "
-        f"{resume:%Y-%m-%d %H:%M} UTC (in {seconds / 3600:.1f} h)"
-    )
-
-
-def _header_number(response: requests.Response, name: str) -> float | None:
-    try:
-        return float(response.headers[name].split(",")[0])
-    except (KeyError, ValueError):
-        return None
 
 
 class NextTokenPaginator(BaseAPIPaginator[str | None]):
@@ -253,7 +93,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         self._empty_in_a_row = 0
         if self._key is None or not all(isinstance(record, dict) for record in records):
             return
-        if page_body(response).get("next_token") in self._seen:
+        if json_body(response).get("next_token") in self._seen:
             return  # a repeated token: `get_next` stops the walk with its own error
         keys = {self._key(record) for record in records}
         if keys <= self._records:
@@ -266,7 +106,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
     def get_next(self, response: requests.Response) -> str | None:
         """Read the next page's token, refusing to walk in circles or without end."""
         path = urlparse(response.url).path
-        token = page_body(response).get("next_token") or None
+        token = json_body(response).get("next_token") or None
         if token is None:
             return None
         if not isinstance(token, str):
@@ -285,137 +125,6 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         return token
 
 
-_bodies: weakref.WeakKeyDictionary[requests.Response, t.Any] = weakref.WeakKeyDictionary()
-
-
-def page_body(response: requests.Response) -> t.Any:
-    """A response's JSON, decoded once: validation, records and the next page token all need it."""
-    if response not in _bodies:
-        _bodies[response] = response.json(parse_float=decimal.Decimal)
-    return _bodies[response]
-
-
-_attempt = threading.local()
-
-
-class _Deadline:
-    """One attempt's total time: when it runs out, the attempt's sockets are shut down.
-
-    A socket read timeout only measures silence, so an answer that trickles in a byte at a time
-    never trips it. Shutting the socket down from a timer thread wakes the blocked read at once,
-    whether it waits for the headers or the body.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._done = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        _attempt.deadline = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._done = True
-        self._timer.cancel()
-        _attempt.deadline = None
-
-    def watch(self, sock: socket.socket | None) -> None:
-        """Shut `sock` down when the time is up (at once if it already is)."""
-        with self._lock:
-            if sock is None or self._done or any(sock is known for known in self._sockets):
-                return
-            self._sockets.append(sock)
-            if self.expired:
-                _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed: nothing left to wake
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def _watch_current(sock: socket.socket | None) -> None:
-    deadline: _Deadline | None = getattr(_attempt, "deadline", None)
-    if deadline is not None:
-        deadline.watch(sock)
-
-
-class _HTTPConnection(urllib3.connection.HTTPConnection):
-    def getresponse(self) -> urllib3.connection.HTTPResponse:  # type: ignore[override]
-        _watch_current(self.sock)
-        return super().getresponse()
-
-
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def getresponse(self) -> urllib3.connection.HTTPResponse:  # type: ignore[override]
-        _watch_current(self.sock)
-        return super().getresponse()
-
-
-class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class DeadlineAdapter(requests.adapters.HTTPAdapter):
-    """Takes a numeric `timeout` as the whole attempt's limit: connecting and the full body.
-
-    requests' own timeouts bound the connect and each silence between reads, not the answer as
-    a whole; past the deadline the attempt fails with `requests.exceptions.ReadTimeout`, which
-    the SDK retries like any timeout.
-    """
-
-    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Pools whose connections hand their socket to the current attempt's deadline."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    def send(  # type: ignore[override]
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float, float] | None = None,
-        **kwargs: t.Any,
-    ) -> requests.Response:
-        """One attempt, answered in full within `timeout` seconds or failed."""
-        if not isinstance(timeout, int | float):
-            return super().send(request, stream=stream, timeout=timeout, **kwargs)
-        with _Deadline(timeout) as deadline:
-            try:
-                response = super().send(request, stream=True, timeout=timeout, **kwargs)
-                if response.raw is not None:  # e.g. through a proxy: from the headers on
-                    deadline.watch(getattr(response.raw.connection, "sock", None))
-                if not stream:
-                    _ = response.content
-            except Exception:
-                if deadline.expired:
-                    raise requests.exceptions.ReadTimeout(
-                        f"no complete answer for {urlparse(str(request.url)).path} within "
-                        f"{timeout:g}s",
-                        request=request,
-                    ) from None
-                raise
-        return response
-
-
 def is_final(record: dict[str, t.Any]) -> bool:
     """WHOOP may still change a record that has no `end` yet or whose score is pending."""
     return record.get("score_state") != "PENDING_SCORE" and (
@@ -424,139 +133,83 @@ def is_final(record: dict[str, t.Any]) -> bool:
 
 
 class WhoopStream(RESTStream[str | None]):
-    """A WHOOP v2 endpoint, requested on behalf of one member at a time."""
+    """A WHOOP v2 endpoint, requested on behalf of one member at a time.
+
+    The run's services come in through the constructor; every request goes through the policy
+    of `http.py`, applied at the SDK's hooks.
+    """
 
     records_jsonpath = "$"
     scope: str = ""
     #: 404 means "nothing here yet" (per-cycle endpoints) rather than an error.
     missing_is_empty = False
-    #: Default of the `request_timeout` setting.
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    #: Default of the `max_request_attempts` setting.
-    max_request_attempts = DEFAULT_MAX_REQUEST_ATTEMPTS
-    backoff_base_seconds = 1.0
-    _tap: TapWhoop
+    backoff_base_seconds = BACKOFF_BASE_SECONDS
+
+    def __init__(self, tap: Tap, run: Run) -> None:
+        self.run = run
+        super().__init__(tap=tap)
 
     @property
     def url_base(self) -> str:
         """The API root; pointing it elsewhere is how the sandbox is used."""
-        return self._tap.api_url
+        return self.run.api_url
 
     @property
     def timeout(self) -> float:  # type: ignore[override]
         """Seconds one attempt may take in all, from connecting to the last byte of the body."""
-        return _positive_setting(self.config, "request_timeout", self.request_timeout)
+        return float(self.config.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT)
 
     @property
     def requests_session(self) -> requests.Session:
         """A session whose attempts each have a total deadline (`DeadlineAdapter`)."""
-        session = super().requests_session
-        if not isinstance(session.get_adapter("https://"), DeadlineAdapter):
-            adapter = DeadlineAdapter()
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        return session
+        return with_deadlines(super().requests_session)
+
+    @cached_property
+    def authenticator(self) -> MemberBearer:
+        """The bearer token of the member whose partition is being synced."""
+        return MemberBearer()
 
     def get_new_paginator(self) -> BaseAPIPaginator[str | None] | None:
         """Single-object endpoints have no pages."""
         return None
 
     def request_decorator(self, func: Callable[..., t.Any]) -> Callable[..., t.Any]:
-        """Pace and authenticate every attempt, inside the SDK's retry loop."""
+        """Pace every attempt, inside the SDK's retry loop."""
 
-        def send_as_member(request: requests.PreparedRequest, context: Context | None) -> t.Any:
-            member = self._tap.members.for_context(context)
-            token = member.auth.access_token()
-            self._tap.pacer.wait()
-            request.headers["Authorization"] = f"Bearer {token}"
-            try:
-                return func(request, context)
-            except StaleTokenError:
-                if member.auth.reject(token):
-                    raise
-                raise ReauthorizeError(
-                    member.key, "WHOOP rejected a freshly refreshed access token (HTTP 401)"
-                ) from None
-            except _ScopeError as exc:
-                raise MissingScopeError(
-                    f"member {member.key!r}: WHOOP refused {exc.path} (HTTP 403): the "
-                    f"authorization lacks scope {self.scope!r} or was revoked; re-authorize "
-                    f"with `{reauthorize_command(member.key)}`"
-                ) from None
+        def paced(request: requests.PreparedRequest, context: Context | None) -> t.Any:
+            self.run.pacer.wait()
+            return func(request, context)
 
-        return super().request_decorator(send_as_member)
+        return super().request_decorator(paced)
 
     def validate_response(self, response: requests.Response) -> None:
-        """Sort WHOOP's answers into retry, wait, skip and fail."""
-        self._tap.pacer.observe(response)
-        status = response.status_code
-        path = urlparse(response.url).path
-        if status == 404 and self.missing_is_empty:
-            return
-        if status == 401:
-            raise StaleTokenError(f"WHOOP answered 401 for {path}", response)
-        if status == 403:
-            raise _ScopeError(path)
-        if status == 429:
-            raise RateLimitedError(f"WHOOP answered 429 for {path}", response)
-        if status >= 500:
-            raise RetriableAPIError(f"WHOOP answered HTTP {status} for {path}", response)
-        if status >= 400:
-            raise FatalAPIError(
-                f"WHOOP rejected GET {response.request.path_url} with HTTP {status}: "
-                f"{response.text[:300]}"
-            )
-        try:
-            _bodies[response] = response.json(parse_float=decimal.Decimal)
-        except ValueError:
-            raise RetriableAPIError(
-                f"WHOOP answered {path} with a body that is not JSON", response
-            ) from None
+        """Sort WHOOP's answers into retry, wait, skip and fail (see `http.classify`)."""
+        self.run.pacer.observe(response)
+        member = self.authenticator.member
+        assert member is not None
+        classify(response, member, self.scope, missing_is_empty=self.missing_is_empty)
 
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
         """Records of a page; nothing for a 404 that means "none yet"."""
         if response.status_code == 404:
             return []
-        return extract_jsonpath(self.records_jsonpath, input=page_body(response))
+        return extract_jsonpath(self.records_jsonpath, input=json_body(response))
 
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
-        """Exponential waits for faults, capped at a minute; none after a 401 or a 429.
-
-        After a 429 the pacer already holds the next request as long as WHOOP asks.
-        """
-        exception = yield 0
-        failures = 0
-        while True:
-            if isinstance(exception, (StaleTokenError, RateLimitedError)):
-                wait = 0.0
-            else:
-                wait = min(self.backoff_base_seconds * 2**failures, 60.0)
-                failures += 1
-            exception = yield wait
+        """The policy's waits (`http.wait_generator`)."""
+        return wait_generator(self.backoff_base_seconds)
 
     def backoff_jitter(self, value: float) -> float:
-        """Up to a quarter more than the wait, so that no wait (401, 429) stays no wait.
-
-        The SDK's default adds up to a whole second to every wait, the zero ones included.
-        """
-        return value * (1 + random.random() / 4)  # noqa: S311 - jitter, not a secret
+        """The policy's jitter (`http.jitter`)."""
+        return jitter(value)
 
     def backoff_max_tries(self) -> int:
         """Attempts per request before the run fails with the last error."""
-        return int(
-            _positive_setting(self.config, "max_request_attempts", self.max_request_attempts)
-        )
+        return int(self.config.get("max_request_attempts") or DEFAULT_MAX_REQUEST_ATTEMPTS)
 
     def backoff_handler(self, details: t.Any) -> None:
         """One line per retry, without request details that could hold secrets."""
-        exc = details.get("exception")
-        self.logger.warning(
-            "Retrying %s in %.1fs (attempt %d): %s",
-            self.name,
-            details.get("wait", 0),
-            details.get("tries", 0),
-            exc if isinstance(exc, RetriableAPIError) else type(exc).__name__,
-        )
+        log_retry(self.name, details)
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """One member's records; a member's failure is reported at the end, not fatal.
@@ -564,9 +217,10 @@ class WhoopStream(RESTStream[str | None]):
         Whatever a failure interrupts keeps its bookmark: this stream's when it failed, or when
         the member or a drill-down of its records did meanwhile.
         """
-        member = self._tap.members.for_context(context)
+        member = self.run.members.for_context(context)
         if member.skips(self.name):
             return
+        self.authenticator.use(member.auth)
         try:
             for record in super().get_records(context):
                 self.check_record(record, context)
@@ -574,15 +228,29 @@ class WhoopStream(RESTStream[str | None]):
                 if member.failure:
                     break
         except MemberError as exc:
-            self._tap.members.fail(member, self.name, exc)
+            self.run.members.fail(member, self.name, exc)
         except _BadData as exc:
             error = BadDataError(
                 f"member {member.key!r}: stream {self.name}: {exc} (the stream stopped there "
                 "and keeps its bookmark)"
             )
-            self._tap.members.fail(member, self.name, error)
+            self.run.members.fail(member, self.name, error)
         if member.skips(self.name) or any(member.skips(child.name) for child in self.child_streams):
             self.get_context_state(context).pop("progress_markers", None)
+
+    def probe_context(
+        self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
+    ) -> Context | str:
+        """The context of the request `--test` asks this stream for, or why there is none.
+
+        `found` holds the first record each stream probed before this one returned.
+        """
+        return context
+
+    def probe(self, context: Context, auth: MemberAuth) -> dict[str, t.Any] | None:
+        """One request as `auth`'s member, through the sync's policy: its first record."""
+        self.authenticator.use(auth)
+        return next(iter(self.request_records(context)), None)
 
     def check_record(self, record: t.Any, context: Context | None) -> None:
         """Refuse a record without a usable primary key or replication key.
@@ -636,22 +304,6 @@ def _id_of(record: dict[str, t.Any], primary_keys: t.Sequence[str] | None) -> st
     return " (" + ", ".join(f"{n} {record[n]}" for n in names) + ")" if names else ""
 
 
-def _positive_setting(config: t.Mapping[str, t.Any], name: str, default: float) -> float:
-    """A setting that must be a positive number; absent or null means `default`."""
-    value = config.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number (got {value!r})")
-    return value
-
-
-class _ScopeError(Exception):
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.path = path
-
-
 class CollectionStream(WhoopStream):
     """A paged WHOOP collection, synced incrementally on when records happened.
 
@@ -702,7 +354,7 @@ class CollectionStream(WhoopStream):
         """The page's `records`, which must be a list; a page of repeats is refused."""
         if response.status_code == 404:
             return []
-        body = page_body(response)
+        body = json_body(response)
         path = urlparse(response.url).path
         records = body.get("records") if isinstance(body, dict) else None
         if not isinstance(records, list):
@@ -768,14 +420,6 @@ def _json_type(value: t.Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     return "number"
-
-
-def parse_time(value: str) -> datetime.datetime:
-    """An ISO 8601 date-time from WHOOP, the settings or the state, as an aware datetime."""
-    parsed = pendulum.parse(value)
-    if not isinstance(parsed, datetime.datetime):
-        raise ValueError(f"{value!r} is not a date-time")
-    return parsed
 
 
 def _iso(value: t.Any) -> str:

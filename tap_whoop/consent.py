@@ -18,24 +18,44 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tap_whoop.auth import READ_SCOPES, MemberAuth, store_consent
-from tap_whoop.errors import ReauthorizeError, TapWhoopError, command
-from tap_whoop.member_api import PROFILE_PATH, REVOKE_PATH, MemberApi, describe_status
-from tap_whoop.tap import TapWhoop, configured_members
+import requests
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+from tap_whoop.auth import READ_SCOPES, describe_status, store_consent
+from tap_whoop.errors import FIX, Fix, MemberError, ReauthorizeError, TapWhoopError
+from tap_whoop.http import MemberClient
+from tap_whoop.settings import configured_members
+from tap_whoop.streams import ProfileStream
+
+if t.TYPE_CHECKING:
+    from tap_whoop.run import Run
 
 DEFAULT_REDIRECT_URI = "https://localhost/whoop/callback"
 CALLBACK_PATH = "/whoop/callback"
 LISTEN_TIMEOUT_SECONDS = 300
 _SHOWN_CHARS = 120
+#: WHOOP's endpoint that revokes the app's access for the member whose token calls it.
+REVOKE_PATH = "/v2/user/access"
 
 
 class ConsentError(TapWhoopError):
     """The consent did not complete; nothing was stored."""
 
 
-def configured_token(tap: TapWhoop, member: str) -> str | None:
+def configured_token(run: Run, member: str) -> str | None:
     """The refresh token the config gives `member`, if any."""
-    return dict(configured_members(tap.config)).get(member)
+    return dict(configured_members(run.config)).get(member)
+
+
+def member_client(run: Run, member: str) -> MemberClient:
+    """Calls as `member`, under the policy of the streams."""
+    return MemberClient(
+        run.api_url,
+        run.member_auth(member),
+        run.pacer,
+        timeout=float(run.config.get("request_timeout") or 60),
+        max_attempts=int(run.config.get("max_request_attempts") or 8),
+    )
 
 
 def code_from_redirect(pasted: str, state: str, redirect_uri: str) -> str:
@@ -173,23 +193,22 @@ class Consent:
     warnings: list[str] = field(default_factory=list)
 
 
-def complete_consent(tap: TapWhoop, member: str, code: str, redirect_uri: str) -> Consent:
+def complete_consent(run: Run, member: str, code: str, redirect_uri: str) -> Consent:
     """Exchange the code, store the tokens, then confirm them by reading the member's profile."""
-    app = tap.app
-    store = tap.token_store
-    configured = configured_token(tap, member)
+    store = run.token_store
+    configured = configured_token(run, member)
     previous = store.read()["members"].get(member, {})
     store.prove_writable()
-    tokens = app.exchange_code(code, redirect_uri, member)
+    tokens = run.app.exchange_code(code, redirect_uri, member)
     store_consent(store, member, tokens, configured)
-    response = MemberApi(tap.api_url, MemberAuth(member, configured, store, app)).get(PROFILE_PATH)
-    if response.status_code != 200:
+    try:
+        profile = member_client(run, member).get(ProfileStream.path, ProfileStream.scope)
+    except MemberError as exc:
         raise TapWhoopError(
             f"member {member!r}: the tokens were saved to {store.path}, but WHOOP refused the "
-            f"profile ({describe_status(response)}); every stream needs read:profile: run "
-            "`tap-whoop auth` again and allow all access"
-        )
-    profile = response.json()
+            f"profile ({' '.join(exc.message.split())[:200]}); every stream needs read:profile: "
+            "run `tap-whoop auth` again and allow all access"
+        ) from None
     user_id = profile.get("user_id")
     store.update_member(member, user_id=user_id)
     warnings = []
@@ -213,7 +232,7 @@ def complete_consent(tap: TapWhoop, member: str, code: str, redirect_uri: str) -
             f"WHOOP user {user_id} is also stored as member(s) {', '.join(map(repr, others))}; "
             "their records would be synced twice"
         )
-    if member not in dict(configured_members(tap.config)):
+    if member not in dict(configured_members(run.config)):
         warnings.append(
             f"member {member!r} is not in this config, so the tap will not sync it: add "
             f'{{"key": "{member}"}} to `users` (no refresh_token needed, the store has it)'
@@ -222,17 +241,17 @@ def complete_consent(tap: TapWhoop, member: str, code: str, redirect_uri: str) -
     return Consent(member, user_id, name, str(tokens["refresh_token"]), warnings)
 
 
-def revoke_member(tap: TapWhoop, member: str, *, local_only: bool = False) -> str:
+def revoke_member(run: Run, member: str, *, local_only: bool = False) -> str:
     """Revoke the member's authorization at WHOOP, then forget it; says what was done."""
-    store = tap.token_store
+    store = run.token_store
     stored = store.read()["members"]
-    configured = configured_token(tap, member)
+    configured = configured_token(run, member)
     if member not in stored and (local_only or not configured):
         known = ", ".join(map(repr, sorted(stored))) or "none"
         raise TapWhoopError(
             f"member {member!r} is not in the token store {store.path} (members there: {known})"
         )
-    listed = member in dict(configured_members(tap.config)) and tap.config.get("users")
+    listed = member in dict(configured_members(run.config)) and run.config.get("users")
     config_note = (
         "; remove its refresh_token from the config, or the next run reports it rejected"
         if configured
@@ -246,21 +265,27 @@ def revoke_member(tap: TapWhoop, member: str, *, local_only: bool = False) -> st
             f"Removed member {member!r} from {store.path} without contacting WHOOP; the member "
             f"can remove the app in WHOOP's own settings{config_note}"
         )
-    api = MemberApi(tap.api_url, MemberAuth(member, configured, store, tap.app))
     try:
-        response = api.delete(REVOKE_PATH)
+        member_client(run, member).delete(REVOKE_PATH)
     except ReauthorizeError:
         raise TapWhoopError(
             f"member {member!r}: WHOOP no longer accepts its tokens (already revoked, or "
             "replaced by a newer consent), so tap-whoop cannot revoke it; to drop it from the "
-            f"token store run `{command('revoke', '--member', member, '--local-only')}`"
+            f"token store run `{FIX}`",
+            Fix("revoke", ("--member", member, "--local-only")),
         ) from None
-    if response.status_code not in (200, 204):
-        raise TapWhoopError(
-            f"member {member!r}: WHOOP answered {describe_status(response)} to the revocation; "
-            "the member was kept in the token store, run "
-            f"`{command('revoke', '--member', member)}` again later"
+    except (MemberError, FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
+        response = getattr(exc, "response", None)
+        answer = (
+            f"answered {describe_status(response)}"
+            if isinstance(response, requests.Response)
+            else f"did not answer ({type(exc).__name__})"
         )
+        raise TapWhoopError(
+            f"member {member!r}: WHOOP {answer} to the revocation; the member was kept in the "
+            f"token store, run `{FIX}` again later",
+            Fix("revoke", ("--member", member)),
+        ) from None
     store.remove_member(member)
     return (
         f"Revoked WHOOP access for member {member!r} and removed it from {store.path}{config_note}"

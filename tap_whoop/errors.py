@@ -1,40 +1,84 @@
-"""Errors a user can act on: the CLI prints their message as one line, without a traceback."""
+"""Errors a user can act on: what is wrong, and as data the command that fixes it.
+
+The CLI renders an error as one line, with the fix as a command to paste for the way this
+process was started (`Invocation`); nothing here is mutable module state.
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass
 
-_config_args: tuple[str, ...] = ()
-
-
-def remember_config_args(values: list[str]) -> None:
-    """Note the `--config` values this process was started with, for exact re-run commands."""
-    global _config_args
-    _config_args = tuple(values)
+#: Where a message places its fix command, e.g. "re-authorize with `{fix}`".
+FIX = "{fix}"
 
 
-def command(subcommand: str, *args: str) -> str:
-    """A `tap-whoop` subcommand as this process was run: through Meltano, or with its config."""
-    rest = " ".join(shlex.quote(arg) for arg in args)
-    if os.environ.get("MELTANO_PROJECT_ROOT"):
-        environment = os.environ.get("MELTANO_ENVIRONMENT")
-        meltano = f"meltano --environment={shlex.quote(environment)}" if environment else "meltano"
-        plugin = shlex.quote(os.environ.get("MELTANO_EXTRACTOR_NAME") or "tap-whoop")
-        return f"{meltano} invoke {plugin} {subcommand} {rest}"
-    configs = " ".join(f"--config {shlex.quote(value)}" for value in _config_args)
-    return f"tap-whoop {subcommand} {configs or '--config CONFIG'} {rest}"
+@dataclass(frozen=True)
+class Fix:
+    """A `tap-whoop` subcommand, with its arguments, that fixes a failure."""
+
+    subcommand: str
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def reauthorize(cls, member: str) -> Fix:
+        """A new consent for `member`."""
+        return cls("auth", ("--member", member))
 
 
-def reauthorize_command(member: str) -> str:
-    """The command that gives `member` a new consent."""
-    return command("auth", "--member", member)
+@dataclass(frozen=True)
+class Invocation:
+    """How this process was started: under Meltano, or with these `--config` values."""
+
+    config_files: tuple[str, ...] = ()
+    meltano_environment: str | None = None
+    meltano_plugin: str | None = None
+
+    @classmethod
+    def current(cls, config_files: tuple[str, ...] = ()) -> Invocation:
+        """This process's: Meltano says so through its environment variables."""
+        if os.environ.get("MELTANO_PROJECT_ROOT"):
+            return cls(
+                config_files,
+                os.environ.get("MELTANO_ENVIRONMENT") or None,
+                os.environ.get("MELTANO_EXTRACTOR_NAME") or "tap-whoop",
+            )
+        return cls(config_files)
+
+    def command(self, fix: Fix) -> str:
+        """`fix` as a command to paste: through Meltano, or with this process's config."""
+        rest = " ".join(shlex.quote(arg) for arg in fix.args)
+        if self.meltano_plugin:
+            env = self.meltano_environment
+            meltano = f"meltano --environment={shlex.quote(env)}" if env else "meltano"
+            return f"{meltano} invoke {shlex.quote(self.meltano_plugin)} {fix.subcommand} {rest}"
+        files = [value for value in self.config_files if value != "ENV"] or ["CONFIG"]
+        configs = " ".join(f"--config {shlex.quote(value)}" for value in files)
+        return f"tap-whoop {fix.subcommand} {configs} {rest}"
 
 
 class TapWhoopError(Exception):
-    """A failure whose message says what is wrong and how to fix it (never a secret)."""
+    """A failure whose message says what is wrong and how to fix it (never a secret).
+
+    A message may name its fix with `{fix}`: rendered as the command for this invocation.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, fix: Fix | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def render(self, invocation: Invocation | None = None) -> str:
+        """The message, its fix spelled out for `invocation` (default: this process's)."""
+        if self.fix is None:
+            return self.message
+        return self.message.replace(FIX, (invocation or Invocation.current()).command(self.fix))
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class ConfigError(TapWhoopError):
@@ -59,14 +103,30 @@ class MissingScopeError(MemberError):
 
     whole_member = False
 
+    def __init__(self, member: str, path: str, scope: str, status: str) -> None:
+        super().__init__(
+            f"member {member!r}: WHOOP refused {path} ({status}): the authorization lacks "
+            f"scope {scope!r} or was revoked; re-authorize with `{FIX}`",
+            Fix.reauthorize(member),
+        )
+        self.path = path
+        self.scope = scope
+        self.status = status
+
+
+class BadDataError(MemberError):
+    """WHOOP answered with a page or record the tap cannot trust: only that stream fails."""
+
+    whole_member = False
+
 
 class ReauthorizeError(MemberError):
     """WHOOP no longer accepts a member's tokens; only a new consent fixes it."""
 
     def __init__(self, member: str, reason: str) -> None:
         super().__init__(
-            f"member {member!r}: {reason}; re-authorize with "
-            f"`{reauthorize_command(member)}` (the token store was kept)"
+            f"member {member!r}: {reason}; re-authorize with `{FIX}` (the token store was kept)",
+            Fix.reauthorize(member),
         )
         self.member = member
 

@@ -30,12 +30,12 @@ class ProfileStream(WhoopStream):
     @property
     def partitions(self) -> list[dict[str, t.Any]]:
         """Every configured member, by config key."""
-        return [{"member": member.key} for member in self._tap.members]
+        return [{"member": member.key} for member in self.run.members]
 
     def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
         """Hand the member's WHOOP user id to every other stream."""
         assert context is not None
-        self._tap.members.identify(context["member"], record["user_id"])
+        self.run.members.identify(context["member"], record["user_id"])
         return {"user_id": record["user_id"]}
 
 
@@ -118,6 +118,13 @@ class CycleChildStream(WhoopStream):
     selected_by_default = False
     missing_is_empty = True
 
+    def probe_context(
+        self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
+    ) -> Context | str:
+        """The member's latest cycle, as `cycles` probed it."""
+        cycle = found.get("cycles")
+        return {**context, "cycle_id": cycle["id"]} if cycle else "no cycle yet"
+
 
 class RecoveryForCycleStream(CycleChildStream):
     """The recovery of each cycle synced; none yet is quietly nothing."""
@@ -146,6 +153,13 @@ class ByIdStream(MemberStream):
     selected_by_default = False
     missing_is_empty = True
 
+    def probe_context(
+        self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
+    ) -> Context | str:
+        """The first id of the setting."""
+        ids = self.config.get(self.ids_setting) or []
+        return {**context, "record_id": ids[0]} if ids else f"no {self.ids_setting}"
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Each configured id, as this member."""
         for record_id in self.config.get(self.ids_setting) or []:
@@ -153,7 +167,7 @@ class ByIdStream(MemberStream):
             for record in super().get_records({**(context or {}), "record_id": record_id}):
                 found = True
                 yield record
-            member = self._tap.members.for_context(context)
+            member = self.run.members.for_context(context)
             if not found and not member.skips(self.name):
                 self.logger.warning(
                     "%s: WHOOP has no record %s for member %r; check %s",

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from tap_whoop.client import WhoopStream
-from tap_whoop.sandbox import Sandbox, SandboxServer
 from tap_whoop.tap import TapWhoop
+from whoop_sandbox import Sandbox, SandboxServer
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -63,11 +63,14 @@ def fail_page(sandbox: Sandbox, kind: str, page: int, fault: str, times: int) ->
     sandbox.page = spy  # type: ignore[method-assign]
 
 
+#: Seconds an attempt may take in tests (`request_timeout`), so fault tests stay fast.
+TEST_REQUEST_TIMEOUT = 2
+
+
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait milliseconds instead of seconds, so fault tests stay fast."""
     monkeypatch.setattr(WhoopStream, "backoff_base_seconds", 0.01)
-    monkeypatch.setattr(WhoopStream, "request_timeout", 2)
 
 
 @pytest.fixture
@@ -110,6 +113,7 @@ def tap_config(sandbox: Sandbox, tmp_path: Path, **overrides: t.Any) -> dict[str
         "oauth_url": server.oauth_url,
         "token_store_path": str(tmp_path / "store" / "tokens.json"),
         "max_requests_per_minute": 100_000,
+        "request_timeout": TEST_REQUEST_TIMEOUT,
     }
     config.update(overrides)
     return config
@@ -171,7 +175,7 @@ def run_tap(
     with contextlib.redirect_stdout(out):
         try:
             tap = TapWhoop(config=config, state=state, catalog=catalog)
-            tap.sync_all()
+            tap.sync_members()
         except Exception as exc:
             error = exc
     out.flush()

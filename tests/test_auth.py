@@ -42,7 +42,7 @@ from tests.conftest import CLIENT_ID, CLIENT_SECRET, run_tap, tap_config
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
 TOKEN_PATH = "/oauth/oauth2/token"
 PROFILE = {"profile"}

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from tap_whoop.sandbox import app as sandbox_app
 from tests.auth_support import (
     TAP_WHOOP,
     catalog_file,
@@ -31,11 +30,12 @@ from tests.auth_support import (
     write_json,
 )
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, run_tap, tap_config
+from whoop_sandbox import app as sandbox_app
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"

@@ -105,6 +105,8 @@ def meltano_kind(schema: dict[str, t.Any]) -> str:
     kind = next(k for k in schema["type"] if k != "null")
     if kind == "string" and schema.get("format") == "date-time":
         return "date_iso8601"
+    if kind == "number":
+        return "decimal"
     return t.cast(str, kind)
 
 

@@ -15,15 +15,15 @@ import pytest
 from conftest import COLLECTIONS, PAST, SyncResult, fail_page, key_of, run_tap, tap_config
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_whoop import client
+from tap_whoop import http
 from tap_whoop.client import WhoopStream
 from tap_whoop.errors import MembersFailedError, QuotaExhaustedError
-from tap_whoop.sandbox import READ_SCOPES
+from whoop_sandbox import READ_SCOPES
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
 MAX_TRIES = 8
 
@@ -78,8 +78,8 @@ def test_retry_waits_grow_for_faults_and_are_zero_after_401_or_429(
     next(waits)
     fault = RetriableAPIError("HTTP 503")
     assert [waits.send(fault) for _ in range(3)] == [1.0, 2.0, 4.0]
-    assert waits.send(client.StaleTokenError("401")) == 0
-    assert waits.send(client.RateLimitedError("429")) == 0
+    assert waits.send(http.StaleTokenError("401")) == 0
+    assert waits.send(http.RateLimitedError("429")) == 0
     assert [waits.send(fault) for _ in range(5)] == [8.0, 16.0, 32.0, 60.0, 60.0]
     # jitter never turns "no wait" into a wait, and stays close to the wait
     assert stream.backoff_jitter(0.0) == 0.0
@@ -103,10 +103,9 @@ def test_server_errors_forever_end_the_run_after_bounded_retries(
 def test_a_timeout_is_retried(
     sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(WhoopStream, "request_timeout", 0.3)
     monkeypatch.setattr(sandbox, "fault_delay", 1.0)
     fail_page(sandbox, "workout", page=2, fault="timeout", times=1)
-    result = run_tap(config)
+    result = run_tap({**config, "request_timeout": 0.3})
 
     assert result.error is None
     pages = -(-len(sandbox.records("alice", "workout")) // 25)
@@ -276,7 +275,7 @@ def test_a_400_shows_the_request_but_no_token(
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The waits the pacer asks for, returned at once instead of slept."""
     asked: list[float] = []
-    monkeypatch.setattr(client.time, "sleep", asked.append)
+    monkeypatch.setattr(http.time, "sleep", asked.append)
     return asked
 
 
@@ -288,7 +287,7 @@ def test_a_429_waits_as_told_slows_down_and_completes(
 
     assert result.error is None
     assert sandbox.stats()["rate_limited"] == 1
-    pacer = t.cast(t.Any, result.tap).pacer
+    pacer = t.cast(t.Any, result.tap).run.pacer
     assert pacer.rate_limited == 1
     assert pacer.rate is not None
     assert pacer.rate < pacer.ceiling
@@ -315,8 +314,8 @@ def test_members_share_the_apps_requests_per_minute(
 ) -> None:
     # A "minute" of half a second on both sides; WHOOP's headers ignored, so only the
     # tap's own ceiling, shared by both members, keeps the app under the budget.
-    monkeypatch.setattr(client, "Duration", types.SimpleNamespace(MINUTE=500))
-    monkeypatch.setattr(client, "LOW_REMAINING", 0)
+    monkeypatch.setattr(http, "Duration", types.SimpleNamespace(MINUTE=500))
+    monkeypatch.setattr(http, "LOW_REMAINING", 0)
     sandbox, config = two_members(start_sandbox, tmp_path, per_minute=5, minute_window=0.5)
     config["max_requests_per_minute"] = 4
     result = run_tap(config)
@@ -335,7 +334,7 @@ def test_low_remaining_slows_the_tap_before_a_429(
     heed_headers: bool,
 ) -> None:
     if not heed_headers:  # the control: the same run without reading X-RateLimit-Remaining
-        monkeypatch.setattr(client, "LOW_REMAINING", 0)
+        monkeypatch.setattr(http, "LOW_REMAINING", 0)
     sandbox, config = two_members(start_sandbox, tmp_path, per_minute=10, minute_window=1.0)
     result = run_tap(config)
 
@@ -396,8 +395,8 @@ def test_a_429_with_a_reset_hours_away_stops_with_state_kept(
 
 def acquire_slots(shared_file: str | None, times: int, barrier: t.Any, results: t.Any) -> None:
     """In its own process: take `times` request slots from an app pacer with a 1-second minute."""
-    client.Duration = types.SimpleNamespace(MINUTE=1000)  # type: ignore[assignment]
-    pacer = client.AppPacer(5, shared_file=Path(shared_file) if shared_file else None)
+    http.Duration = types.SimpleNamespace(MINUTE=1000)  # type: ignore[assignment]
+    pacer = http.AppPacer(5, shared_file=Path(shared_file) if shared_file else None)
     barrier.wait()
     stamps = []
     for _ in range(times):

@@ -17,15 +17,13 @@ import pytest
 import requests
 from conftest import COLLECTIONS, NOW, PAST, SyncResult, fail_page, key_of, run_tap, tap_config
 
-from tap_whoop.client import (
-    MAX_EMPTY_PAGES_IN_A_ROW,
-    AppPacer,
-    DeadlineAdapter,
-    _SharedBucket,
-    parse_time,
-)
+from tap_whoop import auth as auth_module
+from tap_whoop.client import MAX_EMPTY_PAGES_IN_A_ROW
+from tap_whoop.deadline import DeadlineAdapter
 from tap_whoop.errors import MembersFailedError, TapWhoopError
-from tap_whoop.sandbox import Sandbox
+from tap_whoop.http import AppPacer, _SharedBucket
+from tap_whoop.settings import parse_time
+from whoop_sandbox import Sandbox
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -376,3 +374,16 @@ def test_an_answer_trickling_even_its_headers_is_cut_at_the_deadline() -> None:
     with pytest.raises(requests.exceptions.ReadTimeout, match=r"within 1s"), listener:
         session.get(f"http://127.0.0.1:{listener.getsockname()[1]}/v2/cycle", timeout=1)
     assert 1 <= time.monotonic() - began < 2
+
+
+def test_a_trickling_token_endpoint_fails_the_member_at_the_deadline(
+    sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_module, "OAUTH_TIMEOUT_SECONDS", 1)
+    sandbox.inject_fault("/oauth/oauth2/token", "trickle", 1)
+    started = time.monotonic()
+    result = run_tap(config)
+    assert time.monotonic() - started < 15
+    assert isinstance(result.error, MembersFailedError)
+    assert "did not answer (ReadTimeout)" in str(result.error)
+    assert result.records("cycles") == []

@@ -32,7 +32,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tap_whoop.sandbox import Sandbox
+from whoop_sandbox import Sandbox
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator

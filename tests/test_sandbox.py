@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tap_whoop.sandbox import ALL_SCOPES, Sandbox, SandboxServer, main
-from tap_whoop.sandbox import app as sandbox_app
-from tap_whoop.sandbox.app import RateLimiter
+from whoop_sandbox import ALL_SCOPES, Sandbox, SandboxServer, main
+from whoop_sandbox import app as sandbox_app
+from whoop_sandbox.app import RateLimiter
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 CLIENT = {"client_id": "sandbox-client", "client_secret": "sandbox-secret"}
@@ -717,7 +717,7 @@ def test_a_port_in_use_is_an_error_not_an_exit(capsys: pytest.CaptureFixture[str
 
 
 def test_cli_module_fails_without_traceback() -> None:
-    command = [sys.executable, "-m", "tap_whoop.sandbox", "--port", "abc"]
+    command = [sys.executable, "-m", "whoop_sandbox", "--port", "abc"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -729,7 +729,7 @@ def test_cli_serves_until_sigterm() -> None:
     command = [
         sys.executable,
         "-m",
-        "tap_whoop.sandbox",
+        "whoop_sandbox",
         "--port",
         "0",
         "--members",

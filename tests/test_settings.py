@@ -16,7 +16,7 @@ from conftest import CLIENT_ID, CLIENT_SECRET, catalog_selecting
 from tap_whoop.tap import TapWhoop
 
 if t.TYPE_CHECKING:
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
 TAP = Path(sys.executable).with_name("tap-whoop")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from conftest import CLIENT_ID, CLIENT_SECRET, NOW
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_whoop.sandbox import Sandbox, SandboxServer
 from tap_whoop.tap import TapWhoop
+from whoop_sandbox import Sandbox, SandboxServer
 
 _SANDBOX = Sandbox(members=("alice",), history_days=30, now=NOW, per_minute=None, per_day=None)
 _SERVER = SandboxServer(_SANDBOX).start()

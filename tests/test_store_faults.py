@@ -41,7 +41,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from multiprocessing.synchronize import Event
 
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
 PROFILE = {"profile"}
 ALL_STREAMS = {"profile", "body_measurement", "cycles", "recovery", "sleep", "workout"}

@@ -24,15 +24,16 @@ from conftest import (
 )
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_whoop.client import NextTokenPaginator, is_final, parse_time
+from tap_whoop.client import NextTokenPaginator, is_final
 from tap_whoop.errors import MembersFailedError
+from tap_whoop.settings import parse_time
 from tap_whoop.tap import TapWhoop
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
 DAY = datetime.timedelta(days=1)
 
@@ -363,7 +364,7 @@ def test_the_bookmark_stays_on_the_current_cycle(
 
 def find_slow_sleep(start: datetime.datetime) -> tuple[str, dict[str, t.Any]]:
     """A member whose sleep WHOOP takes days to score, found in the sandbox's data."""
-    from tap_whoop.sandbox import Sandbox
+    from whoop_sandbox import Sandbox
 
     for n in range(500):
         key = f"member{n}"

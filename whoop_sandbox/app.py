@@ -125,6 +125,8 @@ class Grant:
     scopes: tuple[str, ...]
     expires: int | None = None
     """Sandbox-clock ms; access tokens only."""
+    lapses: float | None = None
+    """Wall-clock seconds (`time.time`) when an access token lapses even on a frozen clock."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +429,8 @@ class Sandbox:
             grant = self._access.get(token)
             if grant is None or grant.member not in self._members:
                 return None
+            if grant.lapses is not None and grant.lapses <= time.time():
+                return None
             return grant if (grant.expires or 0) > self._now() else None
 
     def authorize(self, params: Mapping[str, str]) -> str:
@@ -513,7 +517,8 @@ class Sandbox:
         """WHOOP issues a refresh token only for grants that include `offline`."""
         access = secrets.token_urlsafe(32)
         expires = self._now() + self.access_token_ttl * SECOND
-        self._access[access] = Grant(grant.member, grant.scopes, expires)
+        lapses = time.time() + self.access_token_ttl
+        self._access[access] = Grant(grant.member, grant.scopes, expires, lapses)
         body: dict[str, Any] = {"access_token": access, "expires_in": self.access_token_ttl}
         if with_refresh and "offline" in grant.scopes:
             refresh = secrets.token_urlsafe(32)
@@ -669,15 +674,22 @@ def _scopes(requested: Iterable[str]) -> tuple[str, ...]:
 
 
 def _grant_json(grant: Grant) -> dict[str, Any]:
-    return {"member": grant.member, "scopes": list(grant.scopes), "expires": grant.expires}
+    return {
+        "member": grant.member,
+        "scopes": list(grant.scopes),
+        "expires": grant.expires,
+        "lapses": grant.lapses,
+    }
 
 
 def _grant_of(data: Mapping[str, Any]) -> Grant:
     expires = data.get("expires")
+    lapses = data.get("lapses")
     return Grant(
         str(data["member"]),
         tuple(str(s) for s in data["scopes"]),
         None if expires is None else int(expires),
+        None if lapses is None else float(lapses),
     )
 
 

@@ -1,0 +1,152 @@
+"""A total deadline for each HTTP attempt: connecting, the headers and the whole body.
+
+requests' timeouts bound the connect and each silence between reads, so an answer that trickles
+in a byte at a time never trips them. Mounted on a session, `DeadlineAdapter` makes a numeric
+`timeout` the limit of the whole attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import socket
+import threading
+import typing as t
+from urllib.parse import urlparse
+
+import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
+
+#: The deadline of the attempt under way in this thread (or context), for its connections.
+_current: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
+    "tap_whoop_deadline", default=None
+)
+
+
+class _Deadline:
+    """One attempt's total time: when it runs out, the attempt's sockets are shut down.
+
+    A socket read timeout only measures silence, so an answer that trickles in a byte at a time
+    never trips it. Shutting the socket down from a timer thread wakes the blocked read at once,
+    whether it waits for the headers or the body.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._token = _current.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+        _current.reset(self._token)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Shut `sock` down when the time is up (at once if it already is)."""
+        with self._lock:
+            if sock is None or self._done or any(sock is known for known in self._sockets):
+                return
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: nothing left to wake
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch_current(sock: socket.socket | None) -> None:
+    deadline = _current.get()
+    if deadline is not None:
+        deadline.watch(sock)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def getresponse(self) -> urllib3.connection.HTTPResponse:  # type: ignore[override]
+        _watch_current(self.sock)
+        return super().getresponse()
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def getresponse(self) -> urllib3.connection.HTTPResponse:  # type: ignore[override]
+        _watch_current(self.sock)
+        return super().getresponse()
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """Takes a numeric `timeout` as the whole attempt's limit: connecting and the full body.
+
+    requests' own timeouts bound the connect and each silence between reads, not the answer as
+    a whole; past the deadline the attempt fails with `requests.exceptions.ReadTimeout`, which
+    the SDK retries like any timeout.
+    """
+
+    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Pools whose connections hand their socket to the current attempt's deadline."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+        **kwargs: t.Any,
+    ) -> requests.Response:
+        """One attempt, answered in full within `timeout` seconds or failed."""
+        if not isinstance(timeout, int | float):
+            return super().send(request, stream=stream, timeout=timeout, **kwargs)
+        with _Deadline(timeout) as deadline:
+            try:
+                response = super().send(request, stream=True, timeout=timeout, **kwargs)
+                if response.raw is not None:  # e.g. through a proxy: from the headers on
+                    deadline.watch(getattr(response.raw.connection, "sock", None))
+                if not stream:
+                    _ = response.content
+            except Exception:
+                if deadline.expired:
+                    raise requests.exceptions.ReadTimeout(
+                        f"no complete answer for {urlparse(str(request.url)).path} within "
+                        f"{timeout:g}s",
+                        request=request,
+                    ) from None
+                raise
+        return response
+
+
+def with_deadlines(session: requests.Session) -> requests.Session:
+    """`session`, its every attempt bounded by its `timeout` in all (see `DeadlineAdapter`)."""
+    if not isinstance(session.get_adapter("https://"), DeadlineAdapter):
+        adapter = DeadlineAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session

@@ -1,0 +1,383 @@
+"""How every WHOOP API request is sent.
+
+Pacing, the member's bearer token, the classification of answers (retry, wait, skip, fail),
+retries, and the errors a failure becomes.
+
+The streams apply it through the SDK's hooks (`authenticator`, `request_decorator`,
+`validate_response`, `backoff_*`); `MemberClient` applies the same to the one-off calls of
+`auth` and `revoke`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import errno
+import logging
+import random
+import sqlite3
+import threading
+import time
+import typing as t
+from urllib.parse import urlparse
+
+import backoff
+import requests
+from pyrate_limiter import AbstractBucket, Duration, InMemoryBucket, Limiter, Rate, SQLiteBucket
+from singer_sdk.authenticators import APIAuthenticatorBase
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+from tap_whoop.auth import describe_status
+from tap_whoop.deadline import with_deadlines
+from tap_whoop.errors import (
+    ConfigError,
+    MissingScopeError,
+    QuotaExhaustedError,
+    ReauthorizeError,
+    TapWhoopError,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+    from pathlib import Path
+
+    from tap_whoop.auth import MemberAuth
+
+DAILY_WINDOW_THRESHOLD_SECONDS = 120
+LOW_REMAINING = 10
+DEFAULT_REQUEST_TIMEOUT = 60
+"""Seconds one attempt may take, connecting and reading the whole answer included."""
+DEFAULT_MAX_REQUEST_ATTEMPTS = 8
+"""Tries per request before the run fails with the last error."""
+BACKOFF_BASE_SECONDS = 1.0
+#: What a retry may mend: the SDK's list, so one-off calls retry what the streams retry.
+RETRIABLE = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+logger = logging.getLogger("tap-whoop")
+
+
+class RateLimitedError(RetriableAPIError):
+    """A 429: the pacer already holds the next request until WHOOP's window resets."""
+
+
+class RefusedError(FatalAPIError):
+    """A 4xx that no retry mends; the response is kept for the message."""
+
+    def __init__(self, message: str, response: requests.Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class StaleTokenError(RetriableAPIError):
+    """A 401 on a token that may simply be stale: one refresh, then one retry."""
+
+
+class AppPacer:
+    """Spends one WHOOP app's rate limit for all of its members.
+
+    A sliding-window limiter (pyrate-limiter) enforces `max_requests_per_minute`; given a
+    `shared_file`, its window lives in SQLite there, so that every tap process of the app on this
+    machine (one job per member, overlapping schedules) stays under the ceiling together. On top
+    of it, WHOOP's own counters slow requests down before the window runs dry, and a 429 halves
+    the request rate, which then grows back by one request per minute per success (AIMD).
+    """
+
+    def __init__(self, max_requests_per_minute: int, shared_file: Path | None = None) -> None:
+        self.ceiling = float(max_requests_per_minute)
+        self.rate: float | None = None
+        self.rate_limited = 0
+        self.shared_file = shared_file
+        rates = [Rate(max_requests_per_minute, Duration.MINUTE)]
+        bucket: AbstractBucket = InMemoryBucket(rates)
+        if shared_file is not None:
+            try:
+                bucket = _SharedBucket.init_from_file(
+                    rates, db_path=str(shared_file), use_file_lock=True
+                )
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(
+                    f"cannot open the shared rate-limit file {shared_file} ({exc}); make its "
+                    "directory writable, or set token_store_path to a writable location"
+                ) from None
+        self._bucket = bucket
+        self._limiter = Limiter(bucket)
+        self._lock = threading.Lock()
+        self._not_before = 0.0
+        self._quota_resets_at: float | None = None
+
+    def wait(self) -> None:
+        """Block until the next request may go out."""
+        if self._quota_resets_at is not None:
+            raise _quota_exhausted(self._quota_resets_at - time.monotonic())
+        try:
+            if isinstance(self._bucket, _SharedBucket):
+                self._bucket.raise_leak_error()
+            self._limiter.try_acquire("whoop")
+        except (OSError, sqlite3.Error) as exc:
+            raise self._shared_file_error(exc) from None
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._not_before)
+            if self.rate is not None:
+                self._not_before = start + 60.0 / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+    def _shared_file_error(self, exc: BaseException) -> TapWhoopError:
+        full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
+        cause = "the disk is full" if full else "it cannot be written"
+        return TapWhoopError(
+            f"cannot write to the shared rate-limit file {self.shared_file}: {cause} ({exc}); "
+            "free space on that disk (or make the file writable) and run again, or set "
+            "token_store_path to a location with space"
+        )
+
+    def observe(self, response: requests.Response) -> None:
+        """Learn from WHOOP's rate-limit headers and status."""
+        remaining = _header_number(response, "X-RateLimit-Remaining")
+        reset = _header_number(response, "X-RateLimit-Reset")
+        now = time.monotonic()
+        with self._lock:
+            if response.status_code == 429:
+                self.rate_limited += 1
+                wait = reset if reset is not None else 60.0
+                if wait > DAILY_WINDOW_THRESHOLD_SECONDS:
+                    raise _quota_exhausted(wait)
+                self.rate = max(1.0, (self.rate or self.ceiling) / 2)
+                self._not_before = max(self._not_before, now + wait)
+                logger.warning(
+                    "WHOOP answered 429; waiting %.0fs and pacing at %.0f requests/min",
+                    wait,
+                    self.rate,
+                )
+                return
+            if self.rate is not None:
+                self.rate += 1.0
+                if self.rate >= self.ceiling:
+                    self.rate = None
+            if remaining is None or reset is None or remaining >= LOW_REMAINING:
+                return
+            if reset > DAILY_WINDOW_THRESHOLD_SECONDS:
+                if remaining <= 0:
+                    self._quota_resets_at = now + reset
+                return
+            self._not_before = max(self._not_before, now + reset / max(remaining, 0.5))
+
+
+class _SharedBucket(SQLiteBucket):
+    """The SQLite window, whose background leaks keep a failure for the next request to raise.
+
+    pyrate-limiter leaks (deletes expired entries) on a thread of its own, where an exception
+    would only print a traceback; the pacer raises it instead, as one line.
+    """
+
+    _leak_error: BaseException | None = None
+
+    def leak(self, current_timestamp: int | None = None) -> int:
+        """Expire old entries; a full disk is remembered, not raised on the leak thread."""
+        try:
+            return super().leak(current_timestamp)
+        except (OSError, sqlite3.Error) as exc:
+            self._leak_error = exc
+            return 0
+
+    def raise_leak_error(self) -> None:
+        """Raise what the last background leak met, if anything."""
+        if self._leak_error is not None:
+            raise self._leak_error
+
+
+def _quota_exhausted(seconds: float) -> QuotaExhaustedError:
+    resume = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return QuotaExhaustedError(
+        "WHOOP's daily request quota for this app is spent; state was saved, resume after "
+        f"{resume:%Y-%m-%d %H:%M} UTC (in {seconds / 3600:.1f} h)"
+    )
+
+
+def _header_number(response: requests.Response, name: str) -> float | None:
+    try:
+        return float(response.headers[name].split(",")[0])
+    except (KeyError, ValueError):
+        return None
+
+
+#: Where a response keeps its decoded JSON: validation, records and the next page token need it.
+_JSON = "_tap_whoop_json"
+
+
+def json_body(response: requests.Response) -> t.Any:
+    """A response's JSON, decoded once (numbers as `Decimal`, as WHOOP sends them)."""
+    if _JSON not in response.__dict__:
+        response.__dict__[_JSON] = response.json(parse_float=decimal.Decimal)
+    return response.__dict__[_JSON]
+
+
+def classify(
+    response: requests.Response,
+    auth: MemberAuth,
+    scope: str,
+    *,
+    missing_is_empty: bool = False,
+) -> None:
+    """Sort WHOOP's answer into retry, wait, skip and fail, as the member `auth` speaks for.
+
+    A 401 is retried once after a refresh (or on the token another process stored); a 403 is a
+    missing scope, which fails only what needs it; a 404 is "nothing here" where that is normal.
+    """
+    status = response.status_code
+    path = urlparse(response.url).path
+    if status == 404 and missing_is_empty:
+        return
+    if status == 401:
+        token = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if auth.reject(token):
+            raise StaleTokenError(f"WHOOP answered 401 for {path}", response)
+        raise ReauthorizeError(
+            auth.key, "WHOOP rejected a freshly refreshed access token (HTTP 401)"
+        )
+    if status == 403:
+        raise MissingScopeError(auth.key, path, scope, describe_status(response))
+    if status == 429:
+        raise RateLimitedError(f"WHOOP answered 429 for {path}", response)
+    if status >= 500:
+        raise RetriableAPIError(f"WHOOP answered HTTP {status} for {path}", response)
+    if status >= 400:
+        raise RefusedError(
+            f"WHOOP rejected {response.request.method} {response.request.path_url} with HTTP "
+            f"{status}: {response.text[:300]}",
+            response,
+        )
+    if status == 204 or (not response.content and response.request.method == "DELETE"):
+        return
+    try:
+        json_body(response)
+    except ValueError:
+        raise RetriableAPIError(
+            f"WHOOP answered {path} with a body that is not JSON", response
+        ) from None
+
+
+def wait_generator(base: float = BACKOFF_BASE_SECONDS) -> Generator[float, t.Any, None]:
+    """Exponential waits for faults, capped at a minute; none after a 401 or a 429.
+
+    After a 429 the pacer already holds the next request as long as WHOOP asks.
+    """
+    exception = yield 0
+    failures = 0
+    while True:
+        if isinstance(exception, (StaleTokenError, RateLimitedError)):
+            wait = 0.0
+        else:
+            wait = min(base * 2**failures, 60.0)
+            failures += 1
+        exception = yield wait
+
+
+def jitter(value: float) -> float:
+    """Up to a quarter more than the wait, so that no wait (401, 429) stays no wait.
+
+    The SDK's default adds up to a whole second to every wait, the zero ones included.
+    """
+    return value * (1 + random.random() / 4)  # noqa: S311 - jitter, not a secret
+
+
+def log_retry(name: str, details: t.Mapping[str, t.Any]) -> None:
+    """One line per retry, without request details that could hold secrets."""
+    exc = details.get("exception")
+    logger.warning(
+        "Retrying %s in %.1fs (attempt %d): %s",
+        name,
+        details.get("wait", 0),
+        details.get("tries", 0),
+        exc if isinstance(exc, RetriableAPIError) else type(exc).__name__,
+    )
+
+
+class MemberBearer(APIAuthenticatorBase):
+    """The SDK's authenticator hook: each attempt carries the current member's access token.
+
+    The stream names the member before each partition (`use`); the token is refreshed through
+    the shared token store when it is about to expire.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.member: MemberAuth | None = None
+
+    def use(self, member: MemberAuth) -> None:
+        """Speak for `member` from the next request on."""
+        self.member = member
+
+    def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        """Set the member's bearer token (refreshed when stale)."""
+        if self.member is None:
+            raise LookupError("no member to authenticate the request as")
+        request.headers["Authorization"] = f"Bearer {self.member.access_token()}"
+        return request
+
+
+class MemberClient:
+    """WHOOP calls as one member outside a stream, under the streams' policy.
+
+    Only GETs are retried: a DELETE that reached WHOOP may have done its work (a 401 is still
+    retried once after a refresh, which does not reach WHOOP's data).
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        auth: MemberAuth,
+        pacer: AppPacer,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_REQUEST_ATTEMPTS,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.pacer = pacer
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.bearer = MemberBearer()
+        self.bearer.use(auth)
+        self.session = with_deadlines(requests.Session())
+
+    def get(self, path: str, scope: str, params: dict[str, t.Any] | None = None) -> t.Any:
+        """The JSON WHOOP answers to GET `path`."""
+        response = self._retrying(self.max_attempts)("GET", path, scope, params)
+        return json_body(response)
+
+    def delete(self, path: str) -> None:
+        """DELETE `path`, sent once (plus once more after a stale-token 401)."""
+        self._retrying(2, only=StaleTokenError)("DELETE", path, "", None)
+
+    def _retrying(
+        self, attempts: int, only: type[Exception] | tuple[type[Exception], ...] = RETRIABLE
+    ) -> Callable[..., requests.Response]:
+        return t.cast(
+            "Callable[..., requests.Response]",
+            backoff.on_exception(
+                wait_generator,
+                only,
+                max_tries=attempts,
+                jitter=jitter,
+                on_backoff=lambda details: log_retry("the request", details),
+                logger=None,
+            )(self._send),
+        )
+
+    def _send(
+        self, method: str, path: str, scope: str, params: dict[str, t.Any] | None
+    ) -> requests.Response:
+        self.pacer.wait()
+        request = requests.Request(method, f"{self.api_url}{path}", params=params).prepare()
+        response = self.session.send(self.bearer(request), timeout=self.timeout)
+        self.pacer.observe(response)
+        assert self.bearer.member is not None
+        classify(response, self.bearer.member, scope)
+        return response

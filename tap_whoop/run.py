@@ -1,0 +1,161 @@
+"""What one run shares, built once from the settings.
+
+The app, the token store, the members, the pacer and the API root: the streams, `--test`,
+`auth` and `revoke` are handed them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import typing as t
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp, default_token_store_path
+from tap_whoop.errors import FIX, ConfigError, Fix, Invocation, MemberError, MembersFailedError
+from tap_whoop.http import AppPacer
+from tap_whoop.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
+    DEFAULT_MEMBER,
+    DEFAULT_OAUTH_URL,
+    configured_members,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+logger = logging.getLogger("tap-whoop")
+
+
+@dataclass
+class Member:
+    """A WHOOP member synced in this run, under the key the config gives them."""
+
+    key: str
+    auth: MemberAuth
+    user_id: int | None = None
+    failure: str | None = None
+    stream_failures: dict[str, str] = field(default_factory=dict)
+
+    def skips(self, stream: str) -> bool:
+        """Whether nothing more is to be synced from `stream` for this member in this run."""
+        return self.failure is not None or stream in self.stream_failures
+
+
+class Members:
+    """This run's members, found by config key (profile) or WHOOP user id (everything else)."""
+
+    def __init__(self, members: list[Member], invocation: Callable[[], Invocation]) -> None:
+        self.by_key = {member.key: member for member in members}
+        self._by_user_id: dict[int, Member] = {}
+        self._invocation = invocation
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self.by_key.values())
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def identify(self, key: str, user_id: int) -> None:
+        """Remember whose records carry `user_id`, learnt from the member's profile."""
+        member = self.by_key[key]
+        member.user_id = user_id
+        self._by_user_id[user_id] = member
+
+    def for_context(self, context: Mapping[str, t.Any] | None) -> Member:
+        """The member a stream partition belongs to."""
+        if context and "member" in context:
+            return self.by_key[context["member"]]
+        if context and "user_id" in context:
+            return self._by_user_id[context["user_id"]]
+        raise LookupError(f"no member in stream context {dict(context or {})}")
+
+    def fail(self, member: Member, stream: str, error: MemberError) -> None:
+        """Stop syncing a member (or one of their streams) for the rest of the run, and say why."""
+        message = error.render(self._invocation())
+        if error.whole_member:
+            member.failure = message
+        else:
+            member.stream_failures[stream] = message
+        logger.error("%s", message)
+
+    @property
+    def problems(self) -> list[str]:
+        """What could not be synced, one message per member or member's stream."""
+        return [
+            message
+            for member in self
+            for message in ([member.failure] if member.failure else member.stream_failures.values())
+        ]
+
+    def raise_for_problems(self) -> None:
+        """Fail the run, naming every member that could not be fully synced."""
+        if problems := self.problems:
+            failing = sum(1 for member in self if member.failure or member.stream_failures)
+            raise MembersFailedError(
+                f"{failing} of {len(self)} member(s) not fully synced "
+                "(what is missing keeps its bookmark): " + "; ".join(problems)
+            )
+
+
+@dataclass
+class Run:
+    """The services one run of the tap (or of `--test`, `auth`, `revoke`) shares."""
+
+    config: Mapping[str, t.Any]
+    invocation: Invocation = field(default_factory=Invocation.current)
+
+    @cached_property
+    def token_store(self) -> TokenStore:
+        """Where every member's rotated tokens live between runs."""
+        return TokenStore(self.config.get("token_store_path") or default_token_store_path())
+
+    @cached_property
+    def app(self) -> WhoopApp:
+        """The registered WHOOP app whose credentials every token request sends."""
+        return WhoopApp(
+            client_id=self.config["client_id"],
+            client_secret=self.config["client_secret"],
+            oauth_url=self.config.get("oauth_url") or DEFAULT_OAUTH_URL,
+        )
+
+    @property
+    def api_url(self) -> str:
+        """The API root; pointing it elsewhere is how the sandbox is used."""
+        return str(self.config.get("api_url") or DEFAULT_API_URL).rstrip("/")
+
+    @cached_property
+    def members(self) -> Members:
+        """The members of this run, each with its own tokens."""
+        return Members(
+            [Member(key, self.member_auth(key)) for key, _ in configured_members(self.config)],
+            lambda: self.invocation,
+        )
+
+    def member_auth(self, key: str) -> MemberAuth:
+        """Tokens of the member `key`, configured or only in the token store."""
+        configured = dict(configured_members(self.config)).get(key)
+        return MemberAuth(key, configured, self.token_store, self.app)
+
+    @cached_property
+    def pacer(self) -> AppPacer:
+        """The app's rate limit, shared by every stream, member and tap process of the app."""
+        app = hashlib.sha256(str(self.config["client_id"]).encode()).hexdigest()[:16]
+        return AppPacer(
+            int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE),
+            shared_file=self.token_store.beside(f"rate-limit-{app}.sqlite"),
+        )
+
+    def check_members_have_tokens(self) -> None:
+        """Refuse, before any request, a member with no refresh token anywhere."""
+        stored = self.token_store.read()["members"]
+        for key, refresh_token in configured_members(self.config):
+            if not refresh_token and key not in stored:
+                setting = "refresh_token" if key == DEFAULT_MEMBER else f"users[{key!r}]"
+                raise ConfigError(
+                    f"{setting}: no refresh token for member {key!r} in the config or in "
+                    f"{self.token_store.path}; set it, or run `{FIX}`",
+                    Fix.reauthorize(key),
+                )

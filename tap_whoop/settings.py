@@ -1,0 +1,513 @@
+"""The tap's settings: their schema, and the checks JSON Schema cannot say.
+
+Single settings are checked by the schema (types, ranges); what is left here are rules across
+settings, checks whose messages must not echo a secret, and the shape of `--state` and
+`--catalog` files, all before any request.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import json
+import typing as t
+import uuid
+from urllib.parse import urlparse
+
+import pendulum
+import simpleeval
+from singer_sdk import typing as th
+from singer_sdk.mapper import NULL_STRING
+from singer_sdk.plugin_base import JSONSchemaValidator
+
+from tap_whoop.errors import ConfigError
+
+DEFAULT_API_URL = "https://api.prod.whoop.com/developer"
+DEFAULT_OAUTH_URL = "https://api.prod.whoop.com/oauth/oauth2"
+DEFAULT_MEMBER = "default"
+DEFAULT_LOOKBACK_DAYS = 3
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
+#: The date-times a setting or bookmark may hold: WHOOP has data from 2015 on, and a date
+#: before year 1000 draws a 400 from it (it is sent as e.g. `999-01-01T00:00:00.000Z`).
+EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+LATEST = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
+#: Deeper state or catalog JSON is refused: the SDK walks it recursively (and no Singer
+#: state or catalog comes near it).
+MAX_JSON_DEPTH = 100
+#: What a stream-map expression can call: the SDK's `CustomStreamMap.functions`.
+STREAM_MAP_FUNCTIONS = frozenset(simpleeval.DEFAULT_FUNCTIONS) | {
+    "md5",
+    "sha256",
+    "datetime",
+    "bool",
+    "json",
+}
+#: Stream-map keys that hold no expression to evaluate on records.
+_MAP_OPTIONS = ("__alias__", "__source__", "__else__", "__key_properties__")
+
+
+def _never_null(schema: dict[str, t.Any], *names: str) -> dict[str, t.Any]:
+    """`schema` with `names` refusing null: settings with a default (the SDK allows null)."""
+    for name in names:
+        types = schema["properties"][name]["type"]
+        schema["properties"][name]["type"] = [kind for kind in types if kind != "null"]
+    return schema
+
+
+CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
+    th.PropertiesList(
+        th.Property(
+            "client_id",
+            th.StringType,
+            required=True,
+            title="Client ID",
+            description="The WHOOP app's client ID (WHOOP developer dashboard).",
+        ),
+        th.Property(
+            "client_secret",
+            th.StringType,
+            required=True,
+            secret=True,
+            title="Client secret",
+            description="The WHOOP app's client secret.",
+        ),
+        th.Property(
+            "refresh_token",
+            th.StringType,
+            secret=True,
+            title="Refresh token",
+            description=(
+                "One member's refresh token. It only seeds the token store: WHOOP rotates it "
+                "on every refresh. Put a new one here after re-authorizing."
+            ),
+        ),
+        th.Property(
+            "users",
+            th.ArrayType(
+                th.ObjectType(
+                    th.Property("key", th.StringType, required=True),
+                    th.Property("refresh_token", th.StringType, secret=True),
+                )
+            ),
+            secret=True,
+            title="Members",
+            description=(
+                "Several members of the same WHOOP app, as `{key, refresh_token}`; `key` is "
+                "the member's stable label in the token store."
+            ),
+        ),
+        th.Property(
+            "token_store_path",
+            th.StringType,
+            title="Token store path",
+            description=(
+                "JSON file that keeps every member's rotated tokens between runs. Default: "
+                "`$MELTANO_PROJECT_ROOT/.meltano/tap-whoop/tokens.json` under Meltano, else "
+                "`~/.local/share/tap-whoop/tokens.json`."
+            ),
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            title="Start date",
+            description="Earliest record start to sync; default: the account's whole history.",
+        ),
+        th.Property(
+            "end_date",
+            th.DateTimeType,
+            title="End date",
+            description="Sync only records that started before this date-time.",
+        ),
+        th.Property(
+            "lookback_days",
+            th.IntegerType(minimum=0, maximum=3650),
+            default=DEFAULT_LOOKBACK_DAYS,
+            title="Lookback days",
+            description=(
+                "Days before the bookmark each incremental run re-reads, for late scores, "
+                "late strap syncs and activities entered by hand."
+            ),
+        ),
+        th.Property(
+            "max_requests_per_minute",
+            th.IntegerType(minimum=1, maximum=1_000_000),
+            default=DEFAULT_MAX_REQUESTS_PER_MINUTE,
+            title="Max requests per minute",
+            description="Pacing ceiling for the whole app, all members together (WHOOP: 100).",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType(exclusive_minimum=0, maximum=3600),
+            default=60,
+            title="Request timeout",
+            description=(
+                "Seconds one attempt of a WHOOP request may take in all, from connecting to the "
+                "last byte of the answer; then it is retried."
+            ),
+        ),
+        th.Property(
+            "max_request_attempts",
+            th.IntegerType(minimum=1, maximum=20),
+            default=8,
+            title="Max request attempts",
+            description=(
+                "Attempts per WHOOP request (timeouts, 5xx, 429) before the run fails; with the "
+                "defaults a WHOOP that never answers fails the run after about 10 minutes."
+            ),
+        ),
+        th.Property(
+            "api_url",
+            th.StringType,
+            default=DEFAULT_API_URL,
+            title="API URL",
+            description="WHOOP API root; point it at `tap-whoop-sandbox` to develop offline.",
+        ),
+        th.Property(
+            "oauth_url",
+            th.StringType,
+            default=DEFAULT_OAUTH_URL,
+            title="OAuth URL",
+            description="WHOOP OAuth root; the token endpoint is `{oauth_url}/token`.",
+        ),
+        th.Property(
+            "cycle_ids",
+            th.ArrayType(th.IntegerType),
+            title="Cycle IDs",
+            description="Cycles for the `cycle_by_id` stream.",
+        ),
+        th.Property(
+            "sleep_ids",
+            th.ArrayType(th.UUIDType),
+            title="Sleep IDs",
+            description="Sleeps (UUIDs) for the `sleep_by_id` stream.",
+        ),
+        th.Property(
+            "workout_ids",
+            th.ArrayType(th.UUIDType),
+            title="Workout IDs",
+            description="Workouts (UUIDs) for the `workout_by_id` stream.",
+        ),
+    ).to_dict(),
+    "lookback_days",
+    "max_requests_per_minute",
+    "request_timeout",
+    "max_request_attempts",
+)
+
+
+def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Type errors in secret settings, without their values (jsonschema's messages echo them)."""
+    errors = [
+        f"{name} must be a string"
+        for name in ("client_secret", "refresh_token")
+        if config.get(name) is not None and not isinstance(config[name], str)
+    ]
+    users = config.get("users")
+    if isinstance(users, list):
+        errors += [
+            f"users[{index}].refresh_token must be a string"
+            for index, user in enumerate(users)
+            if isinstance(user, dict)
+            and user.get("refresh_token") is not None
+            and not isinstance(user["refresh_token"], str)
+        ]
+    return errors
+
+
+def json_file_problem(option: str, data: t.Any) -> str | None:
+    """What keeps `data` from being a Singer state or catalog, if anything."""
+    if option == "catalog":
+        if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
+            return "not a Singer catalog (an object with a 'streams' list): see --discover"
+        for index, entry in enumerate(data["streams"]):
+            if problem := _catalog_entry_problem(entry):
+                return f"streams[{index}] {problem}: fix it, or regenerate it with --discover"
+        return None
+    if not isinstance(data, dict):
+        return "not a Singer state (a JSON object with 'bookmarks')"
+    bookmarks = data.get("bookmarks", {})
+    if not isinstance(bookmarks, dict) or not all(isinstance(b, dict) for b in bookmarks.values()):
+        return "'bookmarks' must map each stream to an object; fix it or start without --state"
+    for name, bookmark in bookmarks.items():
+        partitions = bookmark.get("partitions", [])
+        if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
+            return f"the partitions of bookmark {name!r} must be a list of objects"
+        for index, partition in enumerate(partitions):
+            if not isinstance(partition.get("context"), dict):
+                return (
+                    f"partition {index} of bookmark {name!r} has no 'context' object (the "
+                    'member\'s {"user_id": …}): fix it, or start without --state'
+                )
+        for entry in [bookmark, *partitions]:
+            if not isinstance(entry.get("progress_markers", {}), dict):
+                return f"the progress_markers of bookmark {name!r} must be an object"
+    return None
+
+
+def _catalog_entry_problem(entry: t.Any) -> str | None:
+    """What keeps `entry` from being a catalog entry the SDK can read, if anything."""
+    if not isinstance(entry, dict):
+        return f"is {json.dumps(entry)[:40]}, not a catalog entry (an object)"
+    if not isinstance(entry.get("tap_stream_id"), str) or not entry["tap_stream_id"]:
+        return "has no 'tap_stream_id' (a stream name)"
+    schema = entry.get("schema")
+    if not isinstance(schema, dict):
+        return f"({entry['tap_stream_id']}) has no 'schema' object"
+    if not isinstance(schema.get("properties", {}), dict):
+        return f"({entry['tap_stream_id']}): 'schema.properties' must be an object"
+    metadata = entry.get("metadata", [])
+    if not isinstance(metadata, list) or not all(
+        isinstance(item, dict)
+        and isinstance(item.get("breadcrumb"), list)
+        and isinstance(item.get("metadata"), dict)
+        for item in metadata
+    ):
+        return (
+            f"({entry['tap_stream_id']}): 'metadata' must be a list of "
+            "{breadcrumb: [...], metadata: {...}} objects"
+        )
+    return None
+
+
+def too_deep(what: str, kind: str) -> str:
+    """The message for JSON nested deeper than `MAX_JSON_DEPTH` (or the parser follows)."""
+    return (
+        f"{what} is nested more than {MAX_JSON_DEPTH} levels deep, far deeper than {kind} "
+        "is: check that it is the right file"
+    )
+
+
+def deeper_than(data: t.Any, limit: int) -> bool:
+    """Whether JSON `data` nests more than `limit` arrays and objects deep."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return False
+
+
+def date_problem(value: datetime.datetime) -> str | None:
+    """Why WHOOP would refuse `value` as a date-time, if it would."""
+    if EARLIEST <= value <= LATEST:
+        return None
+    return (
+        f"is out of range: use a date-time from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} "
+        "(WHOOP has data from 2015 on, and refuses dates before year 1000)"
+    )
+
+
+def _stream_maps_errors(stream_maps: t.Any) -> list[str]:
+    """Stream maps the SDK would reject, or fail on, once records flow."""
+    if not isinstance(stream_maps, dict):
+        return []
+    elses = [
+        ("stream_maps.__else__", stream_maps.get("__else__")),
+        *(
+            (f"stream_maps.{name}.__else__", definition.get("__else__"))
+            for name, definition in stream_maps.items()
+            if isinstance(definition, dict)
+        ),
+    ]
+    errors = [
+        f"{where} can only be null (drop what no map names), not {value!r}"
+        for where, value in elses
+        if value not in (None, NULL_STRING)
+    ]
+    for where, expression in stream_map_expressions(stream_maps):
+        if problem := _expression_problem(expression):
+            errors.append(f"{where} ({shown_expression(expression)}) {problem}")
+        elif unknown := unknown_functions(expression, STREAM_MAP_FUNCTIONS):
+            errors.append(
+                f"{where} ({shown_expression(expression)}) calls unknown function(s) "
+                f"{', '.join(unknown)}: a stream map can call "
+                f"{', '.join(sorted(STREAM_MAP_FUNCTIONS))}"
+            )
+    return errors
+
+
+def shown_expression(expression: str) -> str:
+    """`expression` quoted for a message, cut short when long."""
+    return repr(expression if len(expression) <= 60 else f"{expression[:57]}...")
+
+
+def stream_map_expressions(stream_maps: t.Any) -> list[tuple[str, str]]:
+    """(where, expression) for each expression the stream maps evaluate on records."""
+    if not isinstance(stream_maps, dict):
+        return []
+    return [
+        (f"stream_maps.{name}.{key}", expression)
+        for name, definition in stream_maps.items()
+        if isinstance(definition, dict)
+        for key, expression in definition.items()
+        if key not in _MAP_OPTIONS and isinstance(expression, str) and expression != NULL_STRING
+    ]
+
+
+def _expression_problem(expression: str) -> str | None:
+    """Why the SDK could not parse `expression`, if it could not."""
+    try:
+        body = ast.parse(expression).body
+    except SyntaxError as exc:
+        return f"is not a valid expression ({exc.msg}): fix it or remove it"
+    except (ValueError, RecursionError, MemoryError):
+        return "is not a valid expression: fix it or remove it"
+    if len(body) != 1 or not isinstance(body[0], ast.Expr):
+        return "is not a single expression (e.g. `str(id)`): fix it or remove it"
+    return None
+
+
+def unknown_functions(expression: str, functions: t.Collection[str]) -> list[str]:
+    """The functions `expression` calls by a name no stream map defines (sorted, as `f()`)."""
+    return sorted(
+        {
+            f"{node.func.id}()"
+            for node in ast.walk(ast.parse(expression))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id not in functions
+        }
+    )
+
+
+def configured_members(config: t.Mapping[str, t.Any]) -> list[tuple[str, str | None]]:
+    """(key, configured refresh token) for each member the config names."""
+    if users := config.get("users"):
+        return [(user["key"], user.get("refresh_token") or None) for user in users]
+    return [(DEFAULT_MEMBER, config.get("refresh_token") or None)]
+
+
+def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Problems with the settings, each naming the setting and how to fix it."""
+    errors = [
+        f"{name} is missing: copy it from the WHOOP developer dashboard (or use the sandbox's)"
+        for name in ("client_id", "client_secret")
+        if not config.get(name)
+    ]
+    errors += secret_setting_errors(config)
+    users = config.get("users")
+    if users is not None:
+        errors += _users_errors(users)
+    errors += _stream_maps_errors(config.get("stream_maps"))
+    store = config.get("token_store_path")
+    if isinstance(store, str) and not store.strip():
+        errors.append(
+            "token_store_path is empty: remove the setting to use the default token store, "
+            "or give the file's path"
+        )
+    elif isinstance(store, str) and "\x00" in store:
+        errors.append(
+            "token_store_path contains a NUL character (\\x00), which no file path can hold: "
+            "fix the path"
+        )
+    dates: dict[str, datetime.datetime] = {}
+    for name in ("start_date", "end_date"):
+        if value := config.get(name):
+            try:
+                dates[name] = parse_time(str(value))
+            except (ValueError, TypeError):
+                errors.append(
+                    f"{name} {value!r} is not a date-time: use ISO 8601, e.g. 2024-01-31T00:00:00Z"
+                )
+                continue
+            if problem := date_problem(dates[name]):
+                errors.append(f"{name} {value!r} {problem}")
+    if "start_date" in dates and "end_date" in dates and dates["start_date"] >= dates["end_date"]:
+        errors.append(
+            f"start_date ({config['start_date']}) is not before end_date ({config['end_date']}): "
+            "swap them or remove end_date"
+        )
+    for name, kind in (("cycle_ids", int), ("sleep_ids", uuid.UUID), ("workout_ids", uuid.UUID)):
+        errors += _ids_errors(name, config.get(name), kind)
+    for name in ("api_url", "oauth_url"):
+        value = config.get(name)
+        if value and urlparse(str(value)).scheme not in ("http", "https"):
+            errors.append(f"{name} {value!r} is not an http(s) URL")
+    return errors
+
+
+def _ids_errors(name: str, ids: t.Any, kind: type) -> list[str]:
+    """Ids that WHOOP would refuse with a 400 in the middle of a run."""
+    if ids is None:
+        return []
+    what = "WHOOP cycle ids (whole numbers)" if kind is int else "WHOOP UUIDs"
+    if not isinstance(ids, list):
+        return [f"{name} must be a list of {what}"]
+    for index, value in enumerate(ids):
+        try:
+            valid = (
+                isinstance(value, int) and not isinstance(value, bool)
+                if kind is int
+                else bool(uuid.UUID(str(value)))
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            return [f"{name}[{index}] ({value!r}) is not one of the {what} this setting takes"]
+    return []
+
+
+def _users_errors(users: t.Any) -> list[str]:
+    if not isinstance(users, list) or not users:
+        return ["users must be a non-empty list of {key, refresh_token} objects"]
+    errors: list[str] = []
+    seen: set[str] = set()
+    for index, user in enumerate(users):
+        key = user.get("key") if isinstance(user, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            errors.append(f"users[{index}] has no key: give each member a stable label")
+        elif key in seen:
+            errors.append(f"users[{index}]: key {key!r} is used twice; keys must be unique")
+        else:
+            seen.add(key)
+    return errors
+
+
+def parse_time(value: str) -> datetime.datetime:
+    """An ISO 8601 date-time from WHOOP, the settings or the state, as an aware datetime."""
+    parsed = pendulum.parse(value)
+    if not isinstance(parsed, datetime.datetime):
+        raise ValueError(f"{value!r} is not a date-time")
+    return parsed
+
+
+def bookmark_problem(state: t.Mapping[str, t.Any]) -> str | None:
+    """A bookmark that is no date-time WHOOP accepts, named, with how to fix the state."""
+    for name, bookmark in (state.get("bookmarks") or {}).items():
+        for entry in [bookmark, *bookmark.get("partitions", [])]:
+            value = entry.get("replication_key_value")
+            if value is None:
+                continue
+            try:
+                problem = date_problem(parse_time(str(value)))
+            except ValueError:
+                problem = "is not a date-time"
+            if problem:
+                return (
+                    f"the state's bookmark for {name} ({value!r}) {problem}: fix the state, or "
+                    "clear it (`meltano state clear …`) to re-read everything"
+                )
+    return None
+
+
+def validated(config: dict[str, t.Any]) -> dict[str, t.Any]:
+    """`config` with its defaults, as the tap itself would accept it; else a ConfigError.
+
+    For `auth` and `revoke`, which need the settings but not a whole tap: the same checks, in
+    the same order (secrets first: a schema error would echo the value), with the same
+    validator the SDK uses.
+    """
+    if errors := secret_setting_errors(config):
+        raise ConfigError(errors[0])
+    schema_errors = list(JSONSchemaValidator(CONFIG_SCHEMA).iter_errors(config))
+    if schema_errors:
+        error = schema_errors[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.path)
+        raise ConfigError(f"{where.removeprefix('.')}: {error.message}" if where else error.message)
+    if errors := settings_errors(config):
+        raise ConfigError(errors[0])
+    return config
