@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import typing as t
 from pathlib import Path
@@ -90,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
             code = command.invoke(ctx)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except BrokenPipeError:
+        _stop_writing()
+        _fail(
+            "the target stopped reading (broken pipe); the last STATE message it received is "
+            "safe to resume from: check the target's own error",
+            1,
+        )
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except click.Abort:
@@ -106,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     except requests.exceptions.RequestException as exc:
         _fail(f"cannot reach WHOOP ({type(exc).__name__}), gave up after retries", 1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stop_writing() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _fail(message: str, code: int) -> t.NoReturn:

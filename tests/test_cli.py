@@ -1,0 +1,57 @@
+"""The `tap-whoop` command as a scheduler and a Singer pipe see it: exit codes and one-line ends."""
+
+from __future__ import annotations
+
+import subprocess
+import typing as t
+
+from tests.auth_support import TAP_WHOOP, cli_env, write_json
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
+    from whoop_sandbox import Sandbox
+
+
+def test_a_target_that_stops_reading_ends_the_tap_in_one_line(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    path = write_json(tmp_path / "config.json", config)
+    tap = subprocess.Popen(
+        [*TAP_WHOOP, "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert tap.stdout is not None
+    first = tap.stdout.readline()
+    tap.stdout.close()  # the target is gone
+    _, stderr = tap.communicate(timeout=120)
+    lines = stderr.decode().strip().splitlines()
+
+    assert first.startswith(b'{"type":"SCHEMA"')
+    assert tap.returncode == 1
+    assert lines[-1] == (
+        "tap-whoop: error: the target stopped reading (broken pipe); the last STATE message it "
+        "received is safe to resume from: check the target's own error"
+    )
+    assert "Traceback" not in stderr.decode()
+    assert "Exception ignored" not in stderr.decode()
+
+
+def test_meltanos_order_and_the_subcommands_own_config_both_reach_the_token_store(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    path = str(write_json(tmp_path / "config.json", config))
+    for args in (
+        ["--config", path, "revoke", "--member", "default", "--local-only"],
+        ["revoke", "--config", path, "--member", "default", "--local-only"],
+    ):
+        result = subprocess.run(
+            [*TAP_WHOOP, *args], capture_output=True, text=True, env=cli_env(), check=False
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip() == (
+            "tap-whoop: error: member 'default' is not in the token store "
+            f"{config['token_store_path']} (members there: none)"
+        )
