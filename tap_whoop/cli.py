@@ -286,8 +286,22 @@ def auth(
     is_flag=True,
     help="Only remove the member from the token store (when WHOOP no longer accepts its tokens).",
 )
+@click.option(
+    "--also-disconnect-shared",
+    is_flag=True,
+    help="Revoke even when other keys are the same WHOOP user (WHOOP revokes per user).",
+)
 @click.pass_context
-def revoke(ctx: click.Context, configs: tuple[str, ...], member: str, local_only: bool) -> None:
+def revoke(
+    ctx: click.Context,
+    configs: tuple[str, ...],
+    member: str,
+    local_only: bool,
+    also_disconnect_shared: bool,
+) -> None:
     """Revoke a member's authorization at WHOOP and remove them from the token store."""
     run = _run(ctx, configs)
-    click.echo(revoke_member(run, _member_key(run, member), local_only=local_only))
+    key = _member_key(run, member)
+    click.echo(
+        revoke_member(run, key, local_only=local_only, also_disconnect=also_disconnect_shared)
+    )

@@ -241,8 +241,14 @@ def complete_consent(run: Run, member: str, code: str, redirect_uri: str) -> Con
     return Consent(member, user_id, name, str(tokens["refresh_token"]), warnings)
 
 
-def revoke_member(run: Run, member: str, *, local_only: bool = False) -> str:
-    """Revoke the member's authorization at WHOOP, then forget it; says what was done."""
+def revoke_member(
+    run: Run, member: str, *, local_only: bool = False, also_disconnect: bool = False
+) -> str:
+    """Revoke the member's authorization at WHOOP, then forget it; says what was done.
+
+    WHOOP revokes per user: other keys authorized as the same WHOOP user lose their access too,
+    so that is refused unless `also_disconnect` says the caller knows.
+    """
     store = run.token_store
     stored = store.read()["members"]
     configured = configured_token(run, member)
@@ -264,6 +270,20 @@ def revoke_member(run: Run, member: str, *, local_only: bool = False) -> str:
         return (
             f"Removed member {member!r} from {store.path} without contacting WHOOP; the member "
             f"can remove the app in WHOOP's own settings{config_note}"
+        )
+    user_id = stored.get(member, {}).get("user_id")
+    shared = sorted(
+        key
+        for key, entry in stored.items()
+        if key != member and user_id is not None and entry.get("user_id") == user_id
+    )
+    if shared and not also_disconnect:
+        raise TapWhoopError(
+            f"member {member!r} is WHOOP user {user_id}, as are {', '.join(map(repr, shared))}: "
+            "WHOOP revokes per user, so revoking it disconnects them too; nothing was revoked. "
+            f"Run `{FIX}` to revoke all of them, or revoke with --local-only to forget only "
+            f"{member!r} here",
+            Fix("revoke", ("--member", member, "--also-disconnect-shared")),
         )
     try:
         member_client(run, member).delete(REVOKE_PATH)
@@ -287,6 +307,13 @@ def revoke_member(run: Run, member: str, *, local_only: bool = False) -> str:
             Fix("revoke", ("--member", member)),
         ) from None
     store.remove_member(member)
+    also = (
+        f"; {', '.join(map(repr, shared))} (the same WHOOP user) lost access too and need "
+        "`tap-whoop auth` again"
+        if shared
+        else ""
+    )
     return (
-        f"Revoked WHOOP access for member {member!r} and removed it from {store.path}{config_note}"
+        f"Revoked WHOOP access for member {member!r} and removed it from {store.path}"
+        f"{config_note}{also}"
     )

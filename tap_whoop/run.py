@@ -47,10 +47,16 @@ class Member:
 class Members:
     """This run's members, found by config key (profile) or WHOOP user id (everything else)."""
 
-    def __init__(self, members: list[Member], invocation: Callable[[], Invocation]) -> None:
+    def __init__(
+        self,
+        members: list[Member],
+        invocation: Callable[[], Invocation],
+        store: TokenStore | None = None,
+    ) -> None:
         self.by_key = {member.key: member for member in members}
         self._by_user_id: dict[int, Member] = {}
         self._invocation = invocation
+        self._store = store
 
     def __iter__(self) -> Iterator[Member]:
         return iter(self.by_key.values())
@@ -59,10 +65,18 @@ class Members:
         return len(self.by_key)
 
     def identify(self, key: str, user_id: int) -> None:
-        """Remember whose records carry `user_id`, learnt from the member's profile."""
+        """Remember whose records carry `user_id`, learnt from the member's profile.
+
+        The token store learns it too (once), so that `revoke` can tell which keys are the
+        same WHOOP user.
+        """
         member = self.by_key[key]
         member.user_id = user_id
         self._by_user_id[user_id] = member
+        if self._store is not None:
+            entry = self._store.read()["members"].get(key)
+            if entry is not None and entry.get("user_id") != user_id:
+                self._store.update_member(key, user_id=user_id)
 
     def for_context(self, context: Mapping[str, t.Any] | None) -> Member:
         """The member a stream partition belongs to."""
@@ -132,6 +146,7 @@ class Run:
         return Members(
             [Member(key, self.member_auth(key)) for key, _ in configured_members(self.config)],
             lambda: self.invocation,
+            self.token_store,
         )
 
     def member_auth(self, key: str) -> MemberAuth:

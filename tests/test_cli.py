@@ -6,6 +6,7 @@ import subprocess
 import typing as t
 
 from tests.auth_support import TAP_WHOOP, cli_env, write_json
+from tests.conftest import run_tap
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -55,3 +56,39 @@ def test_meltanos_order_and_the_subcommands_own_config_both_reach_the_token_stor
             "tap-whoop: error: member 'default' is not in the token store "
             f"{config['token_store_path']} (members there: none)"
         )
+
+
+def test_revoking_a_key_that_shares_its_whoop_user_names_the_others_first(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    del config["refresh_token"]
+    config["users"] = [
+        {"key": "alice", "refresh_token": sandbox.seed_refresh_token("alice")},
+        {"key": "alice-again", "refresh_token": sandbox.issue_refresh_token("alice")},
+    ]
+    assert run_tap(config, select={"profile"}).error is None
+    path = str(write_json(tmp_path / "config.json", config))
+
+    refused = subprocess.run(
+        [*TAP_WHOOP, "revoke", "--config", path, "--member", "alice"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert refused.returncode == 1
+    line = refused.stderr.strip()
+    assert "as are 'alice-again'" in line
+    assert "nothing was revoked" in line
+    assert f"`tap-whoop revoke --config {path} --member alice --also-disconnect-shared`" in line
+    assert sandbox.stats()["by_path"].get("/v2/user/access") is None
+
+    done = subprocess.run(
+        [*TAP_WHOOP, "revoke", "--config", path, "--member", "alice", "--also-disconnect-shared"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'alice-again' (the same WHOOP user) lost access too" in done.stdout
