@@ -112,7 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     except RetriableAPIError as exc:
         _fail(f"WHOOP kept failing, gave up after retries: {exc}", 1)
     except requests.exceptions.RequestException as exc:
-        _fail(f"cannot reach WHOOP ({type(exc).__name__}), gave up after retries", 1)
+        request = getattr(exc, "request", None)
+        host = urlsplit(str(request.url)).netloc if request is not None and request.url else ""
+        where = f" at {host}" if host else ""
+        _fail(
+            f"cannot reach WHOOP{where} ({type(exc).__name__}), gave up after retries: check "
+            "api_url (and oauth_url) and the network",
+            1,
+        )
     sys.exit(code if isinstance(code, int) else 0)
 
 

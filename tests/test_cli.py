@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import typing as t
 
@@ -92,3 +93,26 @@ def test_revoking_a_key_that_shares_its_whoop_user_names_the_others_first(
     )
     assert done.returncode == 0, done.stderr
     assert "'alice-again' (the same WHOOP user) lost access too" in done.stdout
+
+
+def test_an_unreachable_whoop_fails_in_one_line_naming_the_host(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {**config, "api_url": f"http://127.0.0.1:{port}/developer", "max_request_attempts": 2}
+    path = write_json(tmp_path / "config.json", config)
+    result = subprocess.run(
+        [*TAP_WHOOP, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tap-whoop: error: cannot reach WHOOP at 127.0.0.1:{port} (ConnectionError), gave up "
+        "after retries: check api_url (and oauth_url) and the network"
+    )
