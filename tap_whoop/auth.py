@@ -42,6 +42,7 @@ from tap_whoop.errors import (
     TapWhoopError,
     TokenStoreError,
 )
+from tap_whoop.settings import DEFAULT_OAUTH_URL
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -533,11 +534,18 @@ class WhoopApp:
             raise ReauthorizeError(
                 member, f"WHOOP rejected the refresh token{source} ({describe_status(response)})"
             )
+        if response.status_code == 404:
+            raise ConfigError(
+                f"oauth_url: {self.token_url} answered HTTP 404, so it is not WHOOP's token "
+                f"endpoint: set oauth_url to {DEFAULT_OAUTH_URL} (the token endpoint is "
+                "{oauth_url}/token); the stored token was kept"
+            )
         if response.status_code != 200 or body is None:
             what = "without tokens" if body is not None else "with a body that is not JSON"
             raise MemberError(
                 f"member {member!r}: WHOOP's token endpoint answered {describe_status(response)} "
-                f"{what}; the stored token was kept, run again later"
+                f"{what}; the stored token was kept, run again later (if it persists, check "
+                f"that oauth_url is WHOOP's OAuth root, {DEFAULT_OAUTH_URL})"
             )
         return body
 

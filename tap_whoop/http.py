@@ -36,6 +36,7 @@ from tap_whoop.errors import (
     ReauthorizeError,
     TapWhoopError,
 )
+from tap_whoop.settings import DEFAULT_API_URL
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -236,6 +237,12 @@ def classify(
     path = urlparse(response.url).path
     if status == 404 and missing_is_empty:
         return
+    if status == 404:
+        raise ConfigError(
+            f"api_url: {_api_root(response)} answered HTTP 404 for {path}, so it is not WHOOP's "
+            f"API root: set api_url to {DEFAULT_API_URL} (or the sandbox's http://HOST:PORT"
+            "/developer)"
+        )
     if status == 401:
         token = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
         if auth.reject(token):
@@ -260,9 +267,21 @@ def classify(
     try:
         json_body(response)
     except ValueError:
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
         raise RetriableAPIError(
-            f"WHOOP answered {path} with a body that is not JSON", response
+            f"WHOOP answered {path} with a body that is not JSON ({kind}); if that persists, "
+            f"api_url ({_api_root(response)}) is not WHOOP's API root, e.g. {DEFAULT_API_URL}",
+            response,
         ) from None
+
+
+def _api_root(response: requests.Response) -> str:
+    """The API root a response came from: its URL up to WHOOP's `/v1` or `/v2`."""
+    url = str(response.url).split("?")[0]
+    for version in ("/v2/", "/v1/"):
+        if version in url:
+            return url.split(version)[0]
+    return url
 
 
 def wait_generator(base: float = BACKOFF_BASE_SECONDS) -> Generator[float, t.Any, None]:

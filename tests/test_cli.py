@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
+import threading
 import typing as t
+
+import pytest
 
 from tests.auth_support import TAP_WHOOP, cli_env, write_json
 from tests.conftest import run_tap
@@ -116,3 +120,78 @@ def test_an_unreachable_whoop_fails_in_one_line_naming_the_host(
         f"tap-whoop: error: cannot reach WHOOP at 127.0.0.1:{port} (ConnectionError), gave up "
         "after retries: check api_url (and oauth_url) and the network"
     )
+
+
+class _HtmlPage(http.server.BaseHTTPRequestHandler):
+    """A web server that is not WHOOP: every address is the same HTML page."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>Welcome</title><p>Hello"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: t.Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def html_site() -> t.Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("args", [[], ["--test"]])
+def test_an_api_url_that_is_not_whoops_api_is_named_in_sync_and_test(
+    sandbox: Sandbox,
+    config: dict[str, t.Any],
+    tmp_path: Path,
+    html_site: str,
+    args: list[str],
+) -> None:
+    root = config["api_url"].removesuffix("/developer")
+    for api_url, expected in (
+        (root, f"api_url: {root} answered HTTP 404 for /v2/"),
+        (html_site, f"api_url ({html_site}) is not WHOOP's API root"),
+    ):
+        path = write_json(
+            tmp_path / "config.json", {**config, "api_url": api_url, "max_request_attempts": 2}
+        )
+        result = subprocess.run(
+            [*TAP_WHOOP, "--config", str(path), *args],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            check=False,
+            timeout=120,
+        )
+        line = result.stderr.strip().splitlines()[-1]
+        assert result.returncode != 0
+        assert expected in line
+        assert "https://api.prod.whoop.com/developer" in line
+        assert "Traceback" not in result.stderr
+
+
+def test_an_oauth_url_that_is_not_whoops_is_named(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    wrong = config["oauth_url"].removesuffix("/oauth/oauth2")
+    path = write_json(tmp_path / "config.json", {**config, "oauth_url": wrong})
+    result = subprocess.run(
+        [*TAP_WHOOP, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+        timeout=120,
+    )
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0
+    assert f"oauth_url: {wrong}/token answered HTTP 404" in line
+    assert "https://api.prod.whoop.com/oauth/oauth2" in line
