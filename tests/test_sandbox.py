@@ -24,6 +24,7 @@ import requests
 
 from whoop_sandbox import ALL_SCOPES, Sandbox, SandboxServer, main
 from whoop_sandbox import app as sandbox_app
+from whoop_sandbox import server as server_module
 from whoop_sandbox.app import RateLimiter
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -756,3 +757,124 @@ def test_cli_serves_until_sigterm() -> None:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
         assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+
+
+def test_cli_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for default in (
+        "default: 127.0.0.1",
+        "default: 8765; 0 picks a free port",
+        "default: alice,bob",
+        "default: 90",
+        "default: this hour (UTC)",
+        "default: 100",
+        "default: 10000",
+        "default: 3600",
+        "default: none (forget on exit)",
+        "default: sandbox-client",
+        "default: sandbox-secret",
+        "sandbox-seed-KEY",
+        "&member=KEY",
+        "tap-whoop auth --config sandbox.json --listen 0",
+    ):
+        assert default in help_text, default
+
+
+def test_cli_prints_its_settings_when_it_starts() -> None:
+    """The banner tells a user all they need: URLs, client, tokens, consent, clock, limits."""
+    command = [
+        sys.executable,
+        "-m",
+        "whoop_sandbox",
+        "--port",
+        "0",
+        "--members",
+        "dora,eli",
+        "--now",
+        "2026-11-20T12:00:00Z",
+        "--per-day",
+        "none",
+        "--client-secret",
+        "not-the-default",
+        "--quiet",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(6)]
+            fields = dict(
+                part.split("=", 1) for line in lines for part in line.split() if "=" in part
+            )
+            assert lines[0].startswith("WHOOP sandbox: api_url=http://127.0.0.1:")
+            assert fields["members"] == "dora,eli"
+            assert fields["client_id"] == "sandbox-client"
+            assert fields["client_secret"] == "not-the-default"
+            assert fields["dora"] == "sandbox-seed-dora"
+            assert fields["eli"] == "sandbox-seed-eli"
+            assert fields["clock"] == "2026-11-20T12:00:00.000Z"
+            assert fields["history_days"] == "90"
+            assert fields["rate_limit"] == "100/minute,unlimited"
+            assert fields["access_token_ttl"] == "3600s"
+            oauth_url = fields["oauth_url"]
+            assert f"consent: {oauth_url}/auth approves at once as dora" in lines[3]
+            base = oauth_url.removesuffix("/oauth/oauth2")
+            assert f"admin: {base}/_sandbox" in lines[5]
+            # What it printed is enough to get tokens, by refresh token or by consent.
+            client = {"client_id": fields["client_id"], "client_secret": fields["client_secret"]}
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": fields["eli"],
+                "scope": "offline",
+            }
+            answer = requests.post(f"{oauth_url}/token", data={**client, **form}, timeout=5)
+            assert answer.status_code == 200, answer.text
+            consent = {
+                "client_id": fields["client_id"],
+                "redirect_uri": "https://localhost/whoop/callback",
+                "response_type": "code",
+                "scope": "read:profile offline",
+                "state": "state-1234",
+            }
+            redirect = requests.get(
+                f"{oauth_url}/auth", params=consent, allow_redirects=False, timeout=5
+            )
+            assert redirect.status_code == 302
+            code = parse_qs(urlsplit(redirect.headers["Location"]).query)["code"][0]
+            exchange = {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": consent["redirect_uri"],
+            }
+            tokens = requests.post(
+                f"{oauth_url}/token", data={**client, **exchange}, timeout=5
+            ).json()
+            profile = requests.get(
+                f"{fields['api_url']}/v2/user/profile/basic",
+                headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                timeout=5,
+            ).json()
+            assert profile["first_name"] == "Dora"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+
+
+def test_banner_says_when_a_seed_token_is_spent(tmp_path: Path) -> None:
+    state = tmp_path / "sandbox.json"
+    args = server_module._parser().parse_args(["--members", "alice,bob", "--history-days", "1"])
+    first = Sandbox(members=("alice", "bob"), history_days=1, now=NOW, state_file=state)
+    with SandboxServer(first) as server:
+        assert refresh(server, "sandbox-seed-alice").status_code == 200
+    again = Sandbox(members=("alice", "bob"), history_days=1, now=NOW, state_file=state)
+    with SandboxServer(again) as server:
+        lines = server_module.banner(server, args)
+    assert "alice=sandbox-seed-alice (already used) bob=sandbox-seed-bob" in lines[2]
+    assert lines[0] == (
+        f"WHOOP sandbox: api_url={server.api_url} oauth_url={server.oauth_url} members=alice,bob"
+    )

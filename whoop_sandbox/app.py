@@ -99,6 +99,7 @@ one record of the page (its third, or its last on shorter pages): its primary ke
 """
 API_PREFIX = "/developer"
 OAUTH_PREFIX = "/oauth/oauth2"
+ADMIN_PREFIX = "/_sandbox"
 TOKEN_PATH = f"{OAUTH_PREFIX}/token"
 AUTH_CODE_TTL = 10 * MINUTE
 FAULT_RETRY_AFTER = 2
@@ -405,6 +406,11 @@ class Sandbox:
         self.member(key)
         return seed_token(key)
 
+    def seed_is_live(self, key: str) -> bool:
+        """Whether the member's well-known first refresh token is still unused."""
+        with self._lock:
+            return seed_token(self.member(key).key) in self._refresh
+
     def issue_refresh_token(self, key: str, scopes: Iterable[str] = ALL_SCOPES) -> str:
         """A fresh refresh token, as if the member had just consented (`offline` is implied)."""
         with self._lock:
@@ -697,7 +703,7 @@ def _grant_of(data: Mapping[str, Any]) -> Grant:
 
 api = Blueprint("api", __name__, url_prefix=API_PREFIX)
 oauth = Blueprint("oauth", __name__, url_prefix=OAUTH_PREFIX)
-admin = Blueprint("admin", __name__, url_prefix="/_sandbox")
+admin = Blueprint("admin", __name__, url_prefix=ADMIN_PREFIX)
 
 _FAULT_ERRORS = {
     "400": "bad_request",

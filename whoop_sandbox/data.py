@@ -1,20 +1,31 @@
 """Deterministic synthetic WHOOP members and their records.
 
 Every record derives from (member key, calendar day) alone, so sandboxes built with the same
-arguments serve identical data. A day is generated once into compact `Record`s (times in epoch
-milliseconds); what the API shows for a record at a given sandbox time (whether it is visible
-yet, its score state, the current cycle's open end) is decided only when it is rendered.
+arguments serve identical data.
+
+The members behave like people wearing a strap: each has a baseline HRV, resting heart rate and
+sleep need; a day's readiness drifts over a few days. Recovery rises with HRV and falls with
+resting heart rate, both of which follow readiness, last night's sleep and yesterday's strain;
+a cycle's strain is the day's background activity plus its workouts, whose strain follows their
+length and intensity; sleep performance is hours slept against the night's need, which grows
+with yesterday's strain. Every figure carries its own day-to-day noise.
+
+A day is generated once into compact `Record`s (times in epoch milliseconds); what the API shows
+for a record at a given sandbox time (whether it is visible yet, its score state, the current
+cycle's open end) is decided only when it is rendered.
 """
 
 from __future__ import annotations
 
 import bisect
 import calendar
+import math
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from random import Random
 from typing import Any, Literal
 
@@ -103,12 +114,18 @@ class Member:
     height_meter: float
     weight_kilogram: float
     max_heart_rate: int
+    hrv_baseline: float = 60.0
+    """The member's usual HRV (rMSSD, ms); a day's HRV varies around it."""
+    resting_heart_rate_baseline: float = 55.0
+    sleep_need_milli: int = 8 * HOUR
+    """Baseline sleep need."""
 
     @classmethod
     def from_key(cls, key: str) -> Member:
         """The member for `key`, always the same one."""
         crc = zlib.crc32(key.encode())
         rng = _rng(f"{key}:member")
+        body = _rng(f"{key}:physiology")
         return cls(
             key=key,
             user_id=10_000 + crc % 900_000,
@@ -118,6 +135,9 @@ class Member:
             height_meter=round(rng.uniform(1.55, 1.95), 4),
             weight_kilogram=round(rng.uniform(50.0, 100.0), 4),
             max_heart_rate=rng.randint(172, 202),
+            hrv_baseline=math.exp(body.uniform(math.log(35.0), math.log(110.0))),
+            resting_heart_rate_baseline=body.uniform(47.0, 61.0),
+            sleep_need_milli=body.randrange(7 * HOUR, 8 * HOUR + 30 * MINUTE),
         )
 
     @property
@@ -150,6 +170,15 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Vitals:
+    """What a recovery measures."""
+
+    recovery_score: int
+    resting_heart_rate: int
+    hrv_rmssd_milli: float
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """The fixed facts of one record; `render` turns it into what the API shows at a time."""
 
@@ -170,6 +199,12 @@ class Record:
     sport: Sport | None = None
     legacy_sport_id: bool = False
     calibrating: bool = False
+    strain: float = 0.0
+    """Cycle: the whole day's strain (0-21); workout: the workout's strain."""
+    prior_strain: float = 0.0
+    """Main sleep and recovery: the previous cycle's strain, which raises need and lowers HRV."""
+    vitals: Vitals | None = None
+    """Recovery: its score, resting heart rate and HRV."""
 
     @property
     def key(self) -> Key:
@@ -203,7 +238,23 @@ def generate_day(member: Member, day: date, *, calibrating: bool = False) -> lis
 
     The member wakes by 10:00, workouts fall at 10:30-13:30 and 17:00-21:30 and naps at
     14:00-17:00 local time, so nothing overlaps and everything ends before the next cycle.
+    The night's sleep and recovery depend on the previous cycle's strain.
     """
+    records = list(_plan(member, day))
+    prior_strain = _plan(member, day - timedelta(days=1))[0].strain
+    sleep = replace(records[1], prior_strain=prior_strain)
+    performance = _sleep_score(member, sleep)["sleep_performance_percentage"]
+    vitals = _vitals(member, day, prior_strain, performance)
+    recovery = replace(records[2], prior_strain=prior_strain, vitals=vitals)
+    if calibrating:
+        recovery = replace(recovery, calibrating=True)
+    records[1:3] = [sleep, recovery]
+    return records
+
+
+@lru_cache(maxsize=8)
+def _plan(member: Member, day: date) -> tuple[Record, ...]:
+    """The day's records with their times, workouts and the cycle's strain; no vitals yet."""
     seed = f"{member.key}:{day.isoformat()}"
     rng = _rng(seed)
     cid = cycle_id(member, day)
@@ -236,7 +287,6 @@ def generate_day(member: Member, day: date, *, calibrating: bool = False) -> lis
         scored=sleep.scored,
         unscorable=sleep.unscorable or fate < 0.01,
         seed=f"{seed}:recovery",
-        calibrating=calibrating,
     )
     records += [sleep, recovery]
 
@@ -252,7 +302,51 @@ def generate_day(member: Member, day: date, *, calibrating: bool = False) -> lis
         records.append(
             _workout(rng, f"{seed}:workout:{n}", cid, slots[slot] + rng.randrange(spans[slot]))
         )
-    return records
+    workouts = [record.strain for record in records if record.kind == "workout"]
+    records[0] = replace(records[0], strain=_day_strain(_rng(f"{seed}:activity"), workouts))
+    return tuple(records)
+
+
+def _day_strain(rng: Random, workouts: list[float]) -> float:
+    """Background activity plus workouts, combined on WHOOP's saturating 0-21 scale."""
+    rest = 1.0 - rng.uniform(3.0, 8.5) / 21.0
+    for strain in workouts:
+        rest *= 1.0 - strain / 21.0
+    return 21.0 * (1.0 - rest)
+
+
+def _readiness(member: Member, day: date) -> float:
+    """Unit-variance readiness that drifts: today's shock plus fading echoes of the last three."""
+    weights = (1.0, 0.6, 0.36, 0.2)
+    shocks = (
+        _rng(f"{member.key}:{(day - timedelta(days=lag)).isoformat()}:readiness").gauss(0.0, 1.0)
+        for lag in range(len(weights))
+    )
+    total = sum(weight * shock for weight, shock in zip(weights, shocks, strict=True))
+    return total / math.sqrt(sum(weight * weight for weight in weights))
+
+
+def _vitals(member: Member, day: date, prior_strain: float, performance: float) -> Vitals:
+    """The morning's recovery from readiness, yesterday's strain and last night's sleep."""
+    rng = _rng(f"{member.key}:{day.isoformat()}:vitals")
+    wellness = (
+        0.8 * _readiness(member, day)
+        - 0.35 * (prior_strain - 11.0) / 4.0
+        + 0.35 * (performance - 85.0) / 12.0
+    )
+    hrv = member.hrv_baseline * math.exp(0.2 * wellness + rng.gauss(0.0, 0.07))
+    resting = member.resting_heart_rate_baseline - 2.5 * wellness + rng.gauss(0.0, 2.0)
+    drive = (
+        0.9 * math.log(hrv / member.hrv_baseline) / 0.2
+        - 0.35 * (resting - member.resting_heart_rate_baseline) / 2.5
+        + rng.gauss(0.0, 0.55)
+    )
+    score = 100.0 / (1.0 + math.exp(-(0.4 + 0.9 * drive)))
+    return Vitals(
+        recovery_score=min(99, max(1, round(score))),
+        resting_heart_rate=min(75, max(40, round(resting))),
+        hrv_rmssd_milli=round(hrv, 6),
+    )
 
 
 def _sleep(rng: Random, seed: str, cid: int, start: int, end: int, *, nap: bool) -> Record:
@@ -276,6 +370,7 @@ def _sleep(rng: Random, seed: str, cid: int, start: int, end: int, *, nap: bool)
 def _workout(rng: Random, seed: str, cid: int, start: int) -> Record:
     sport = rng.choice(SPORTS)
     end = start + rng.randint(*sport.minutes) * MINUTE + rng.randrange(MINUTE)
+    _, strain = _effort(seed, end - start)
     late = rng.random() < 0.05
     created = start + LATE_ENTRY_DELAY if late else end + rng.randrange(MINUTE, 10 * MINUTE)
     return Record(
@@ -291,7 +386,16 @@ def _workout(rng: Random, seed: str, cid: int, start: int) -> Record:
         v1_id=_v1_id(rng, start),
         sport=sport,
         legacy_sport_id=start < _V1_CUTOFF or rng.random() < 0.3,
+        strain=strain,
     )
+
+
+def _effort(seed: str, duration: int) -> tuple[float, float]:
+    """A workout's intensity (0-1) and its strain, which grows with length and intensity."""
+    rng = _rng(f"{seed}:effort")
+    intensity = rng.uniform(0.3, 1.0)
+    load = duration / MINUTE * intensity / 70.0 * rng.uniform(0.85, 1.15)
+    return intensity, min(21.0, 21.0 * (1.0 - math.exp(-load)))
 
 
 class Timeline:
@@ -379,7 +483,7 @@ def render(member: Member, record: Record, now: int) -> dict[str, Any]:
         out["nap"] = record.nap
         out["score_state"] = state
         if state == "SCORED":
-            out["score"] = _sleep_score(record)
+            out["score"] = _sleep_score(member, record)
         return out
     assert record.sport is not None
     out["sport_name"] = record.sport.name
@@ -412,9 +516,11 @@ def _render_cycle(member: Member, record: Record, now: int) -> dict[str, Any]:
         out["end"] = iso(record.end)
     out["timezone_offset"] = member.timezone_offset
     rng = _rng(record.seed)
-    strain, kilojoule = rng.uniform(4.0, 19.5), rng.uniform(6_000.0, 14_000.0)
-    average, peak = rng.randint(55, 80), rng.randint(120, member.max_heart_rate)
-    steps = rng.randint(2_500, 18_000) if rng.random() < 0.9 else None
+    strain = record.strain
+    kilojoule = rng.uniform(6_000.0, 8_000.0) + strain * rng.uniform(250.0, 350.0)
+    average = min(90, round(55 + strain * 1.2 + rng.uniform(-4.0, 4.0)))
+    peak = min(member.max_heart_rate, round(110 + strain * 3.6 + rng.uniform(-8.0, 8.0)))
+    steps = round(rng.uniform(2_000, 6_000) + strain * 550) if rng.random() < 0.9 else None
     if record.unscorable:
         out |= {"score_state": "UNSCORABLE", "step_count": None}
         return out
@@ -437,7 +543,8 @@ def _split(rng: Random, total: int, weights: list[float]) -> list[int]:
     return [*parts, total - sum(parts)]
 
 
-def _sleep_score(record: Record) -> dict[str, Any]:
+def _sleep_score(member: Member, record: Record) -> dict[str, Any]:
+    """Performance is hours asleep against need: baseline, debt, yesterday's strain, naps."""
     rng = _rng(record.seed)
     in_bed = record.end - record.start
     awake = int(in_bed * rng.uniform(0.04, 0.15))
@@ -446,10 +553,11 @@ def _sleep_score(record: Record) -> dict[str, Any]:
     light, slow_wave, rem = _split(
         rng, asleep, [rng.uniform(0.45, 0.6), rng.uniform(0.15, 0.25), rng.uniform(0.18, 0.28)]
     )
+    strain_need = max(0.0, record.prior_strain - 8.0) * 4 * MINUTE
     needed = {
-        "baseline_milli": rng.randrange(7 * HOUR, 8 * HOUR + 30 * MINUTE),
-        "need_from_sleep_debt_milli": rng.randrange(0, 90 * MINUTE),
-        "need_from_recent_strain_milli": rng.randrange(0, 40 * MINUTE),
+        "baseline_milli": member.sleep_need_milli + rng.randrange(-10 * MINUTE, 10 * MINUTE),
+        "need_from_sleep_debt_milli": rng.randrange(0, 60 * MINUTE),
+        "need_from_recent_strain_milli": int(strain_need * rng.uniform(0.8, 1.2)),
         "need_from_recent_nap_milli": -rng.randrange(0, 45 * MINUTE) if rng.random() < 0.1 else 0,
     }
     need = sum(needed.values())
@@ -474,12 +582,13 @@ def _sleep_score(record: Record) -> dict[str, Any]:
 
 def _recovery_score(record: Record) -> dict[str, Any]:
     """spo2 and skin temperature are omitted for some records, as for members on older straps."""
+    assert record.vitals is not None
     rng = _rng(record.seed)
     score: dict[str, Any] = {
         "user_calibrating": record.calibrating,
-        "recovery_score": float(rng.randint(1, 99)),
-        "resting_heart_rate": float(rng.randint(40, 75)),
-        "hrv_rmssd_milli": round(rng.uniform(15.0, 160.0), 6),
+        "recovery_score": float(record.vitals.recovery_score),
+        "resting_heart_rate": float(record.vitals.resting_heart_rate),
+        "hrv_rmssd_milli": record.vitals.hrv_rmssd_milli,
     }
     if rng.random() < 0.8:
         score["spo2_percentage"] = round(rng.uniform(94.0, 99.5), 4)
@@ -491,12 +600,15 @@ def _workout_score(member: Member, record: Record) -> dict[str, Any]:
     assert record.sport is not None
     rng = _rng(record.seed)
     duration = record.end - record.start
-    average = rng.randint(100, 160)
+    intensity, strain = _effort(record.seed, duration)
+    average = min(member.max_heart_rate - 12, round(95 + 70 * intensity) + rng.randint(-5, 5))
     score: dict[str, Any] = {
-        "strain": round(rng.uniform(2.0, 18.0), 6),
+        "strain": round(strain, 6),
         "average_heart_rate": average,
         "max_heart_rate": min(member.max_heart_rate, average + rng.randint(10, 40)),
-        "kilojoule": round(duration / MINUTE * rng.uniform(25.0, 60.0), 4),
+        "kilojoule": round(
+            duration / MINUTE * (15.0 + 45.0 * intensity) * rng.uniform(0.9, 1.1), 4
+        ),
         "percent_recorded": float(rng.randint(92, 100)),
     }
     if record.sport.speed_kmh is not None:

@@ -14,7 +14,26 @@ from typing import NoReturn
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .app import API_PREFIX, OAUTH_PREFIX, Sandbox, create_app, parse_moment
+from .app import (
+    ADMIN_PREFIX,
+    API_PREFIX,
+    AUTH_CODE_TTL,
+    OAUTH_PREFIX,
+    Sandbox,
+    create_app,
+    parse_moment,
+)
+from .data import MINUTE, iso, to_ms
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_MEMBERS = ("alice", "bob")
+DEFAULT_HISTORY_DAYS = 90
+DEFAULT_PER_MINUTE = 100
+DEFAULT_PER_DAY = 10_000
+DEFAULT_ACCESS_TOKEN_TTL = 3600
+DEFAULT_CLIENT_ID = "sandbox-client"
+DEFAULT_CLIENT_SECRET = "sandbox-secret"  # noqa: S105 - the sandbox's published secret
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -60,6 +79,11 @@ class SandboxServer:
     def oauth_url(self) -> str:
         """The tap's oauth_url; the token endpoint is {oauth_url}/token."""
         return f"{self.url}{OAUTH_PREFIX}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin API (clock, faults, members, stats)."""
+        return f"{self.url}{ADMIN_PREFIX}"
 
     def start(self) -> SandboxServer:
         """Serve on a daemon thread; idempotent."""
@@ -127,24 +151,116 @@ def _members(text: str) -> list[str]:
     return keys
 
 
+_EPILOG = f"""\
+OAuth (OAUTH_URL is printed at start, e.g. http://127.0.0.1:{DEFAULT_PORT}/oauth/oauth2):
+  token endpoint   OAUTH_URL/token, with the client id and secret above
+  refresh tokens   each member starts with sandbox-seed-KEY, valid for one refresh; every
+                   refresh returns a new one and spends the old, as at WHOOP
+  consent          OAUTH_URL/auth?client_id=..&redirect_uri=..&response_type=code&scope=..
+                   &state=.. (8+ characters) approves at once, as the first member or as
+                   &member=KEY, and redirects to redirect_uri?code=..&state=..; any absolute
+                   redirect_uri works; a code is good once, for {AUTH_CODE_TTL // MINUTE} minutes
+  so               tap-whoop auth --config sandbox.json --listen 0
+                   works with a browser, or with `curl -sL` on the URL it prints
+Admin API at /_sandbox: GET clock, POST advance {{"days": 1}}, GET members, GET stats,
+POST/DELETE faults.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tap-whoop-sandbox",
-        description="Serve a WHOOP-compatible API and OAuth server with synthetic members.",
+        description=(
+            "Serve a WHOOP-compatible API and OAuth server with synthetic members.\n"
+            "It prints its URLs, client credentials and members' tokens when it starts."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
-    parser.add_argument("--members", type=_members, default=["alice", "bob"])
-    parser.add_argument("--history-days", type=int, default=90)
-    parser.add_argument("--now", type=_moment, help="sandbox clock start (default: this hour)")
-    parser.add_argument("--per-minute", type=_budget, default=100)
-    parser.add_argument("--per-day", type=_budget, default=10_000)
-    parser.add_argument("--access-token-ttl", type=int, default=3600, help="seconds")
-    parser.add_argument("--state-file", help="remember clock and tokens across restarts")
-    parser.add_argument("--client-id", default="sandbox-client")
-    parser.add_argument("--client-secret", default="sandbox-secret")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"default: {DEFAULT_PORT}; 0 picks a free port",
+    )
+    parser.add_argument(
+        "--members",
+        type=_members,
+        default=list(DEFAULT_MEMBERS),
+        metavar="KEY,KEY",
+        help=f"comma-separated member keys; default: {','.join(DEFAULT_MEMBERS)}",
+    )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=DEFAULT_HISTORY_DAYS,
+        help=f"days of records before the clock start; default: {DEFAULT_HISTORY_DAYS}",
+    )
+    parser.add_argument(
+        "--now",
+        type=_moment,
+        metavar="ISO",
+        help="sandbox clock start, e.g. 2026-11-20T12:00:00Z; default: this hour (UTC)",
+    )
+    parser.add_argument(
+        "--per-minute",
+        type=_budget,
+        default=DEFAULT_PER_MINUTE,
+        help=f"app-wide requests per minute, or 'none'; default: {DEFAULT_PER_MINUTE}",
+    )
+    parser.add_argument(
+        "--per-day",
+        type=_budget,
+        default=DEFAULT_PER_DAY,
+        help=f"app-wide requests per day, or 'none'; default: {DEFAULT_PER_DAY}",
+    )
+    parser.add_argument(
+        "--access-token-ttl",
+        type=int,
+        default=DEFAULT_ACCESS_TOKEN_TTL,
+        metavar="SECONDS",
+        help=f"access token lifetime; default: {DEFAULT_ACCESS_TOKEN_TTL}",
+    )
+    parser.add_argument(
+        "--state-file",
+        help="remember clock and tokens across restarts; default: none (forget on exit)",
+    )
+    parser.add_argument(
+        "--client-id", default=DEFAULT_CLIENT_ID, help=f"default: {DEFAULT_CLIENT_ID}"
+    )
+    parser.add_argument(
+        "--client-secret", default=DEFAULT_CLIENT_SECRET, help=f"default: {DEFAULT_CLIENT_SECRET}"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
+
+
+def _limit(budget: int | None, unit: str) -> str:
+    return "unlimited" if budget is None else f"{budget}/{unit}"
+
+
+def banner(server: SandboxServer, args: argparse.Namespace) -> list[str]:
+    """What the CLI prints when it starts: the first line is stable, for scripts to parse."""
+    sandbox = server.sandbox
+    keys = [member.key for member in sandbox.members]
+    seeds = [
+        f"{key}={sandbox.seed_refresh_token(key)}"
+        + ("" if sandbox.seed_is_live(key) else " (already used)")
+        for key in keys
+    ]
+    return [
+        f"WHOOP sandbox: api_url={server.api_url} oauth_url={server.oauth_url} "
+        f"members={','.join(keys)}",
+        f"  client_id={sandbox.client_id} client_secret={sandbox.client_secret}",
+        f"  refresh tokens (each valid once, then rotated): {' '.join(seeds)}",
+        f"  consent: {server.oauth_url}/auth approves at once as {keys[0]} (or &member=KEY) "
+        "and redirects to redirect_uri?code=...&state=...",
+        f"  clock={iso(to_ms(sandbox.now))} history_days={args.history_days} "
+        f"rate_limit={_limit(args.per_minute, 'minute')},{_limit(args.per_day, 'day')} "
+        f"access_token_ttl={args.access_token_ttl}s",
+        f"  admin: {server.admin_url} (GET clock, POST advance, GET members, GET stats)",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,11 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     with server:
-        print(
-            f"WHOOP sandbox: api_url={server.api_url} oauth_url={server.oauth_url} "
-            f"members={','.join(args.members)}",
-            flush=True,
-        )
+        print("\n".join(banner(server, args)), flush=True)
         while not stopping.wait(0.5):
             pass
     return 0
