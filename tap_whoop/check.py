@@ -9,12 +9,14 @@ scope that failed.
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 
 import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_whoop.errors import FIX, Fix, MemberError, MissingScopeError, TapWhoopError
+from tap_whoop.settings import DEFAULT_LOOKBACK_DAYS, parse_time
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -36,9 +38,10 @@ def check_credentials(
     selected streams, parents before their children.
     """
     failures: list[str] = []
+    cost = sync_cost(profile, streams)
     for member in run.members:
         try:
-            echo(_check_member(member, profile, streams))
+            echo(f"{_check_member(member, profile, streams)}; {cost}")
         except MemberError as exc:
             failures.append(exc.render(run.invocation))
     if failures:
@@ -91,3 +94,34 @@ def _check_member(member: Member, profile: WhoopStream, streams: Sequence[WhoopS
         f"{f' ({name})' if name else ''}; token refreshed; answered: {', '.join(answered)}"
     )
     return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+
+
+#: Days of history a full sync without `start_date` is costed for (per year of history).
+YEAR = 365
+
+
+def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
+    """What a sync of the selected streams costs one member, in requests, from the streams.
+
+    Each stream declares its cost for a window of days (`WhoopStream.estimated_requests`): one
+    request for a profile or body measurement, a page per 25 typical records for a collection,
+    one per cycle for an enabled per-cycle stream, one per configured id for a by-id stream. A
+    full sync's window runs from `start_date` (a year of history without one) to `end_date` or
+    now; a daily incremental run's is `lookback_days` plus the day since the last run.
+    """
+    config = profile.config
+    selected = [profile, *streams]
+
+    def requests(days: float) -> int:
+        return sum(stream.estimated_requests(days) for stream in selected)
+
+    daily = requests(int(config.get("lookback_days", DEFAULT_LOOKBACK_DAYS)) + 1)
+    if start_date := config.get("start_date"):
+        end = datetime.datetime.now(datetime.timezone.utc)
+        if end_date := config.get("end_date"):
+            end = min(end, parse_time(end_date))
+        days = max((end - parse_time(start_date)).total_seconds() / 86_400, 0)
+        full = f"a full sync from start_date costs about {requests(days)} requests"
+    else:
+        full = f"a full sync costs about {requests(YEAR)} requests per year of history"
+    return f"{full}; a daily incremental run about {daily}"

@@ -279,6 +279,23 @@ class WhoopStream(RESTStream[str | None]):
                     "a date-time"
                 ) from None
 
+    def post_process(
+        self, row: dict[str, t.Any], context: Context | None = None
+    ) -> dict[str, t.Any] | None:
+        """The record with every top-level property of the schema, in the schema's order.
+
+        WHOOP omits what it has not got (`score` before `SCORED`, the current cycle's `end`,
+        optional ids); here such a field is `null`, so that stream maps, flattening and targets
+        see the same keys on every record. A field the context supplies (the member's
+        `user_id`) is taken from it, as the SDK would; fields outside the schema are kept.
+        """
+        context = context or {}
+        return {**{name: context.get(name) for name in self.schema["properties"]}, **row}
+
+    def estimated_requests(self, days: float) -> int:
+        """Requests a sync of one member's `days` of data takes: one, for a single object."""
+        return 1
+
     def path_of(self, context: Context | None) -> str:
         """The endpoint's path, with the context's ids filled in where it names them."""
         try:
@@ -286,6 +303,9 @@ class WhoopStream(RESTStream[str | None]):
         except (KeyError, IndexError):
             return self.path
 
+
+_UNSORTED_MARKERS = {"Note": "Progress is not resumable if interrupted."}
+"""The progress markers the SDK starts an unsorted stream's partition with."""
 
 _NOT_KEYS = (bool, float, decimal.Decimal, dict, list)
 """JSON values that cannot identify a record (WHOOP's keys are integers and strings)."""
@@ -318,13 +338,48 @@ class CollectionStream(WhoopStream):
     filter_lag = datetime.timedelta(0)
     #: More records than one member can have per day, generously; bounds a window's pages.
     max_records_per_day = 2
+    #: Records a member typically has per day: what request estimates assume (`--test`).
+    typical_records_per_day = 1.0
     _paginator: NextTokenPaginator | None = None
     _paging_context: Context | None = None
+    _said_unsorted = False
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """One member's records; the context also bounds the pages (see `max_pages`)."""
+        """One member's records; the context also bounds the pages (see `max_pages`).
+
+        WHOOP lists newest first, which the SDK calls unsorted: it keeps the bookmark in the
+        partition's progress markers until the stream completes, and warns as it creates them.
+        They are created here instead, as the SDK would, and that is said once, at debug level.
+        """
         self._paging_context = context
+        self.get_context_state(context).setdefault("progress_markers", dict(_UNSORTED_MARKERS))
+        if not self._said_unsorted:
+            self._said_unsorted = True
+            self.logger.debug(
+                "%s: WHOOP lists records newest first, so each member's bookmark is taken when "
+                "the stream completes (an interrupted stream is read again next run)",
+                self.name,
+            )
         yield from super().get_records(context)
+
+    def estimated_requests(self, days: float) -> int:
+        """Pages of 25 for `days` of typical records (plus the window's `filter_lag`)."""
+        days += self.filter_lag.total_seconds() / 86_400
+        return max(1, math.ceil(days * self.typical_records_per_day / PAGE_SIZE))
+
+    def window_days(self, context: Context | None) -> float | None:
+        """Days from the window's start to its end (`end_date` or now); None without a start."""
+        start = self.window_start(context)
+        if start is None:
+            return None
+        return max((self.window_end() - start).total_seconds() / 86_400, 0)
+
+    def window_end(self) -> datetime.datetime:
+        """`end_date`, or now if sooner (or unset)."""
+        end = datetime.datetime.now(datetime.timezone.utc)
+        if end_date := self.config.get("end_date"):
+            end = min(end, parse_time(end_date))
+        return end
 
     def get_new_paginator(self) -> NextTokenPaginator:
         """WHOOP's `nextToken` pages, no more than the window can hold."""
@@ -404,6 +459,7 @@ class CollectionStream(WhoopStream):
         The SDK caps a finished stream's bookmark at the state's signpost, so lowering the
         signpost to a pending record's key keeps the next run's window on that record.
         """
+        row = t.cast(dict[str, t.Any], super().post_process(row, context))
         if not is_final(row) and self.replication_key:
             value = row[self.replication_key]
             held = self.get_context_state(context).get("replication_key_signpost")

@@ -130,7 +130,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
         ),
         th.Property(
             "max_requests_per_minute",
-            th.IntegerType(minimum=1, maximum=1_000_000),
+            th.IntegerType(minimum=1, maximum=1_000_000_000),
             default=DEFAULT_MAX_REQUESTS_PER_MINUTE,
             title="Max requests per minute",
             description="Pacing ceiling for the whole app, all members together (WHOOP: 100).",
@@ -187,11 +187,23 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
             title="Workout IDs",
             description="Workouts (UUIDs) for the `workout_by_id` stream.",
         ),
+        th.Property(
+            "per_cycle_streams",
+            th.BooleanType,
+            default=False,
+            title="Per-cycle streams",
+            description=(
+                "Sync `recovery_for_cycle` and `sleep_for_cycle` when they are selected. They "
+                "cost one request per cycle; the same records come from `recovery` and `sleep`, "
+                "25 to a request. Off, they are skipped even if selected."
+            ),
+        ),
     ).to_dict(),
     "lookback_days",
     "max_requests_per_minute",
     "request_timeout",
     "max_request_attempts",
+    "per_cycle_streams",
 )
 
 

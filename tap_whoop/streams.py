@@ -7,6 +7,7 @@ partitions the state of every other stream, and that `body_measurement` needs as
 from __future__ import annotations
 
 import datetime
+import math
 import typing as t
 
 from tap_whoop import schemas
@@ -69,6 +70,45 @@ class CyclesStream(CollectionStream, MemberStream):
         assert context is not None
         return {"user_id": context["user_id"], "cycle_id": record["id"]}
 
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The member's cycles; with per-cycle streams, what they will cost and what they did.
+
+        Their cost is known only as cycles arrive: before, it is estimated from the window
+        (about one cycle a day); after, it is counted.
+        """
+        per_cycle = [t.cast("WhoopStream", child) for child in self.child_streams if child.selected]
+        if not per_cycle:
+            yield from super().get_records(context)
+            return
+        member = self.run.members.for_context(context)
+        names = " and ".join(child.name for child in per_cycle)
+        days = self.window_days(context)
+        if days is None:
+            estimate = "one per day of the member's history, on this first full sync"
+        else:
+            requests = sum(child.estimated_requests(days) for child in per_cycle)
+            estimate = f"about {requests} for the {days:.0f} days since the window's start"
+        self.logger.info(
+            "member %r: %s add one request per cycle synced each: %s",
+            member.key,
+            names,
+            estimate,
+        )
+        cycles = 0
+        for record in super().get_records(context):
+            cycles += 1
+            yield record
+        stopped = [child.name for child in per_cycle if member.skips(child.name)]
+        self.logger.info(
+            "member %r: %s asked WHOOP about %d cycle(s): %s%d request(s)%s",
+            member.key,
+            names,
+            cycles,
+            "at most " if stopped else "",
+            len(per_cycle) * cycles,
+            f" ({', '.join(stopped)} stopped early)" if stopped else "",
+        )
+
 
 class RecoveryStream(CollectionStream, MemberStream):
     """Recoveries, keyed by cycle.
@@ -95,6 +135,7 @@ class SleepStream(CollectionStream, MemberStream):
     path = "/v2/activity/sleep"
     primary_keys = ("id",)
     max_records_per_day = 12  # naps
+    typical_records_per_day = 1.25  # the night's sleep, and a nap now and then
     schema = schemas.SLEEP
     scope = "read:sleep"
 
@@ -111,17 +152,32 @@ class WorkoutStream(CollectionStream, MemberStream):
 
 
 class CycleChildStream(WhoopStream):
-    """One request per cycle synced: 25 times the requests of the collection, so opt-in."""
+    """One request per cycle synced: 25 times the requests of the collection, so opt-in.
+
+    Selecting one is not enough (Meltano's `*.*` selects everything): `per_cycle_streams` must
+    be on too, or the tap skips it (see `TapWhoop.sync_members`).
+    """
 
     parent_stream_type = CyclesStream
     state_partitioning_keys = ("user_id",)
     selected_by_default = False
     missing_is_empty = True
 
+    @property
+    def enabled(self) -> bool:
+        """Whether `per_cycle_streams` asks for the per-cycle streams."""
+        return bool(self.config.get("per_cycle_streams"))
+
+    def estimated_requests(self, days: float) -> int:
+        """One per cycle, about one a day (the current one included); none when not enabled."""
+        return math.ceil(days) + 1 if self.enabled else 0
+
     def probe_context(
         self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
     ) -> Context | str:
         """The member's latest cycle, as `cycles` probed it."""
+        if not self.enabled:
+            return "per_cycle_streams is off"
         cycle = found.get("cycles")
         return {**context, "cycle_id": cycle["id"]} if cycle else "no cycle yet"
 
@@ -159,6 +215,10 @@ class ByIdStream(MemberStream):
         """The first id of the setting."""
         ids = self.config.get(self.ids_setting) or []
         return {**context, "record_id": ids[0]} if ids else f"no {self.ids_setting}"
+
+    def estimated_requests(self, days: float) -> int:
+        """One per configured id, whatever the window."""
+        return len(self.config.get(self.ids_setting) or [])
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Each configured id, as this member."""

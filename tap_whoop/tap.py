@@ -27,7 +27,7 @@ from tap_whoop.settings import (
     too_deep,
     validated,
 )
-from tap_whoop.streams import STREAM_TYPES, ProfileStream
+from tap_whoop.streams import STREAM_TYPES, CycleChildStream, ProfileStream
 
 if t.TYPE_CHECKING:
     from tap_whoop.client import WhoopStream
@@ -93,6 +93,27 @@ class TapWhoop(Tap):
                     "request per cycle)"
                 )
 
+    def _skip_per_cycle_streams(self) -> None:
+        """Selected per-cycle streams are skipped unless `per_cycle_streams` asks for them.
+
+        Meltano's default `*.*`, or a catalog a tool generates, selects every stream: a sync so
+        selected must cost what the curated one does, not one request more per cycle.
+        """
+        skipped = [
+            stream
+            for stream in self.streams.values()
+            if isinstance(stream, CycleChildStream) and stream.selected and not stream.enabled
+        ]
+        for stream in skipped:
+            stream.selected = False
+        if skipped:
+            self.logger.info(
+                "%s: selected, but not synced: they cost one request per cycle, and `recovery` "
+                "and `sleep` carry the same records 25 to a request; set per_cycle_streams to "
+                "true to sync them",
+                " and ".join(stream.name for stream in skipped),
+            )
+
     def setup_mapper(self) -> None:
         """A stream map that cannot run fails here, in one line naming it, before any request."""
         try:
@@ -119,6 +140,7 @@ class TapWhoop(Tap):
         the scheduler: their data and state are delivered first.
         """
         self.run.check_members_have_tokens()
+        self._skip_per_cycle_streams()
         self.sync_all()
         self.run.members.raise_for_problems()
 

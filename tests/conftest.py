@@ -43,6 +43,12 @@ def key_of(record: dict[str, t.Any]) -> t.Any:
     return record["id"] if "id" in record else record["cycle_id"]
 
 
+def as_sent(records: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """Records without their null fields: the tap emits every field of the schema (`null` for
+    what WHOOP omits), the sandbox omits them as WHOOP does."""
+    return [{k: v for k, v in record.items() if v is not None} for record in records]
+
+
 def fail_page(sandbox: Sandbox, kind: str, page: int, fault: str, times: int) -> None:
     """Serve `fault` `times` times to the request for page `page` of a collection."""
     path = COLLECTIONS[STREAM_OF_KIND[kind]][1]

@@ -396,6 +396,7 @@ def test_check_asks_drill_downs_with_a_real_cycle_and_configured_ids(
 ) -> None:
     workout = sandbox.records("alice", "workout")[0]["id"]
     config["workout_ids"] = [workout]
+    config["per_cycle_streams"] = True
     path = str(write_json(tmp_path / "config.json", config))
     streams = {
         "profile",

@@ -17,6 +17,7 @@ from conftest import (
     NOW,
     PAST,
     SyncResult,
+    as_sent,
     fail_page,
     key_of,
     run_tap,
@@ -39,7 +40,7 @@ DAY = datetime.timedelta(days=1)
 
 
 def by_key(records: list[dict[str, t.Any]]) -> dict[t.Any, dict[str, t.Any]]:
-    keyed = {key_of(record): record for record in records}
+    keyed = {key_of(record): record for record in as_sent(records)}
     assert len(keyed) == len(records), "duplicate records"
     return keyed
 
@@ -500,6 +501,7 @@ def test_drill_downs_are_not_selected_by_default(
 def test_per_cycle_streams_run_once_per_cycle(
     sandbox: Sandbox, config: dict[str, t.Any], caplog: pytest.LogCaptureFixture
 ) -> None:
+    config["per_cycle_streams"] = True
     with caplog.at_level(logging.WARNING):
         result = run_tap(
             config, select={"profile", "cycles", "recovery_for_cycle", "sleep_for_cycle"}
