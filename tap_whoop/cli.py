@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import typing as t
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from tap_whoop.settings import (
     DEFAULT_MEMBER,
     configured_members,
     too_deep,
+    unknown_settings,
     validated,
 )
 from tap_whoop.tap import CONFIG_FILES, TapWhoop
@@ -82,6 +84,8 @@ def build_command() -> click.Group:
 def main(argv: list[str] | None = None) -> None:
     """Run the tap or a subcommand; user mistakes and WHOOP refusals end in one line."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # Some singer-sdk releases warn on every start about their own plans for Python versions.
+    warnings.filterwarnings("ignore", message=r"Python \S+ will reach its end of life")
     command = build_command()
     ctx: click.Context | None = None
     code: t.Any = 0
@@ -174,6 +178,8 @@ def _run(ctx: click.Context, configs: tuple[str, ...]) -> Run:
         config |= loaded
     if "ENV" in files:
         config |= parse_environment_config(CONFIG_SCHEMA, "TAP_WHOOP_")
+    for warning in unknown_settings(config, TapWhoop.settings_schema()["properties"]):
+        logging.getLogger("tap-whoop").warning("%s", warning)
     return Run(validated(config), Invocation.current(files))
 
 

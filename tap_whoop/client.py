@@ -6,6 +6,7 @@ import datetime
 import decimal
 import logging
 import math
+import sys
 import typing as t
 from functools import cached_property
 from urllib.parse import urlparse
@@ -13,12 +14,12 @@ from urllib.parse import urlparse
 import pendulum
 import requests
 from singer_sdk import RESTStream
-from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_whoop.deadline import with_deadlines
-from tap_whoop.errors import BadDataError, MemberError
+from tap_whoop.errors import BadDataError, MemberError, TapWhoopError
 from tap_whoop.http import (
     BACKOFF_BASE_SECONDS,
     DEFAULT_MAX_REQUEST_ATTEMPTS,
@@ -49,6 +50,15 @@ PAGE_SLACK = 5
 MAX_EMPTY_PAGES_IN_A_ROW = 10
 
 logger = logging.getLogger("tap-whoop")
+
+#: Failures the CLI renders as its one line (see `cli.main`).
+RENDERED_FAILURES = (
+    TapWhoopError,
+    FatalAPIError,
+    RetriableAPIError,
+    requests.exceptions.RequestException,
+    BrokenPipeError,
+)
 
 
 class _BadData(Exception):
@@ -237,6 +247,16 @@ class WhoopStream(RESTStream[str | None]):
             self.run.members.fail(member, self.name, error)
         if member.skips(self.name) or any(member.skips(child.name) for child in self.child_streams):
             self.get_context_state(context).pop("progress_markers", None)
+
+    def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
+        """The SDK's log; its "unhandled error" line is debug for a failure the CLI renders.
+
+        A wrong secret, a store that cannot be written or a broken pipe ends the run with one
+        line of the CLI's; the SDK's own line before it would only repeat it, less clearly.
+        """
+        if level >= logging.ERROR and isinstance(sys.exc_info()[1], RENDERED_FAILURES):
+            level = logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)
 
     def probe_context(
         self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ast
 import datetime
+import difflib
 import json
+import math
+import re
 import typing as t
 import uuid
 from urllib.parse import urlparse
@@ -515,6 +518,7 @@ def validated(config: dict[str, t.Any]) -> dict[str, t.Any]:
     """
     if errors := secret_setting_errors(config):
         raise ConfigError(errors[0])
+    config.update(forgiven(config))
     schema_errors = list(JSONSchemaValidator(CONFIG_SCHEMA).iter_errors(config))
     if schema_errors:
         error = schema_errors[0]
@@ -523,3 +527,75 @@ def validated(config: dict[str, t.Any]) -> dict[str, t.Any]:
     if errors := settings_errors(config):
         raise ConfigError(errors[0])
     return config
+
+
+#: What each JSON type reads from text, and the Meltano `kind` that passes it typed.
+_READERS: dict[str, tuple[str, str]] = {
+    "integer": ("a whole number", "integer"),
+    "number": ("a number", "decimal"),
+    "boolean": ("true or false", "boolean"),
+    "array": ("a JSON array", "array"),
+    "object": ("a JSON object", "object"),
+}
+
+
+def forgiven(
+    config: t.Mapping[str, t.Any], schema: t.Mapping[str, t.Any] = CONFIG_SCHEMA
+) -> dict[str, t.Any]:
+    """`config`, its numbers, booleans and JSON given as text read as what the schema says.
+
+    Meltano passes settings a project does not declare as strings, and so do environment
+    variables; text that still makes no sense is one line naming the setting and the `kind:`
+    to declare (a secret's value is never shown).
+    """
+    result = dict(config)
+    for name, value in config.items():
+        spec = schema.get("properties", {}).get(name)
+        if not isinstance(value, str) or not isinstance(spec, dict):
+            continue
+        types = spec.get("type", [])
+        types = [types] if isinstance(types, str) else [k for k in types if k != "null"]
+        if not types or "string" in types or types[0] not in _READERS:
+            continue
+        try:
+            result[name] = _read_text(value, types[0])
+        except ValueError:
+            what, kind = _READERS[types[0]]
+            shown = "the value given" if spec.get("secret") else repr(value[:60])
+            raise ConfigError(
+                f"{name}: {shown} is not {what}; give {what}, or declare the setting with "
+                f"`kind: {kind}` in meltano.yml"
+            ) from None
+    return result
+
+
+def _read_text(text: str, kind: str) -> t.Any:
+    stripped = text.strip()
+    if kind == "integer":
+        if not re.fullmatch(r"[+-]?\d+", stripped):
+            raise ValueError(text)
+        return int(stripped)
+    if kind == "number":
+        number = float(stripped)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+    if kind == "boolean":
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if stripped.lower() not in words:
+            raise ValueError(text)
+        return words[stripped.lower()]
+    value = json.loads(stripped)
+    if not isinstance(value, list if kind == "array" else dict):
+        raise ValueError(text)
+    return value
+
+
+def unknown_settings(config: t.Mapping[str, t.Any], known: t.Collection[str]) -> list[str]:
+    """A warning for each key that is no setting, naming the closest one when there is one."""
+    warnings = []
+    for name in sorted(set(config) - set(known)):
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else " (see `tap-whoop --about`)"
+        warnings.append(f"`{name}` is not a tap-whoop setting{hint}")
+    return warnings

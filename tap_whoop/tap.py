@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import sys
 import typing as t
 from functools import cached_property
@@ -22,15 +23,19 @@ from tap_whoop.settings import (
     MAX_JSON_DEPTH,
     bookmark_problem,
     deeper_than,
+    forgiven,
     json_file_problem,
     settings_errors,
     too_deep,
+    unknown_settings,
     validated,
 )
 from tap_whoop.streams import STREAM_TYPES, CycleChildStream, ProfileStream
 
 if t.TYPE_CHECKING:
     from tap_whoop.client import WhoopStream
+
+logger = logging.getLogger("tap-whoop")
 
 #: Where the `tap-whoop` command leaves, for `invoke`, what its options said.
 CONFIG_FILES = "tap_whoop.config_files"
@@ -52,14 +57,29 @@ class TapWhoop(Tap):
         validate_config: bool = True,
         **kwargs: t.Any,
     ) -> None:
-        """Refuse bad settings in one line before anything else (see `settings.validated`)."""
-        if validate_config and isinstance(config, dict):
-            validated(copy.deepcopy(config))
+        """Read settings given as text, warn of unknown ones, refuse bad ones in one line.
+
+        All before anything else (see `settings.forgiven` and `settings.validated`).
+        """
+        if isinstance(config, dict):
+            schema = self.settings_schema()
+            config = forgiven(config, schema)
+            if validate_config:
+                for warning in unknown_settings(config, schema["properties"]):
+                    logger.warning("%s", warning)
+                validated(copy.deepcopy(config))
         super().__init__(config=config, validate_config=validate_config, **kwargs)
         if validate_config and (errors := settings_errors(self.config)):
             raise ConfigError(errors[0])
         if self.input_catalog is not None:
             self._check_catalog()
+
+    @classmethod
+    def settings_schema(cls) -> dict[str, t.Any]:
+        """Every setting: the tap's own and the SDK's standard ones."""
+        schema = copy.deepcopy(cls.config_jsonschema)
+        cls.append_builtin_config(schema)
+        return schema
 
     @cached_property
     def run(self) -> Run:

@@ -195,3 +195,96 @@ def test_an_oauth_url_that_is_not_whoops_is_named(
     assert result.returncode != 0
     assert f"oauth_url: {wrong}/token answered HTTP 404" in line
     assert "https://api.prod.whoop.com/oauth/oauth2" in line
+
+
+def _run_cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TAP_WHOOP, "--config", str(path), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+        timeout=120,
+    )
+
+
+def test_settings_given_as_text_are_read_as_their_kind(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    """As Meltano passes settings a project does not declare: every value a string."""
+    del config["refresh_token"]
+    config |= {
+        "users": f'[{{"key": "alice", "refresh_token": "{sandbox.seed_refresh_token("alice")}"}}]',
+        "lookback_days": "2",
+        "max_requests_per_minute": "100000",
+        "request_timeout": "30.5",
+        "max_request_attempts": "3",
+        "per_cycle_streams": "false",
+    }
+    result = _run_cli(write_json(tmp_path / "config.json", config))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"type":"RECORD"' in result.stdout.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    [
+        (
+            "lookback_days",
+            "two",
+            "lookback_days: 'two' is not a whole number; give a whole number, or declare the "
+            "setting with `kind: integer` in meltano.yml",
+        ),
+        (
+            "per_cycle_streams",
+            "maybe",
+            "per_cycle_streams: 'maybe' is not true or false; give true or false, or declare the "
+            "setting with `kind: boolean` in meltano.yml",
+        ),
+        (
+            "users",
+            "[{not json",
+            "users: the value given is not a JSON array; give a JSON array, or declare the "
+            "setting with `kind: array` in meltano.yml",
+        ),
+    ],
+)
+def test_text_that_makes_no_sense_names_the_setting_and_the_kind_to_declare(
+    sandbox: Sandbox,
+    config: dict[str, t.Any],
+    tmp_path: Path,
+    setting: str,
+    value: str,
+    expected: str,
+) -> None:
+    result = _run_cli(write_json(tmp_path / "config.json", {**config, setting: value}))
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"tap-whoop: error: {expected}"]
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_an_unknown_setting_is_a_warning_naming_the_closest_one(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    result = _run_cli(write_json(tmp_path / "config.json", {**config, "lookback_day": 2}))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "`lookback_day` is not a tap-whoop setting; did you mean `lookback_days`?" in (
+        result.stderr
+    )
+
+
+def test_a_failure_prints_its_one_line_alone(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    result = _run_cli(
+        write_json(tmp_path / "config.json", {**config, "client_secret": "not-the-secret"})
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "tap-whoop: error: WHOOP rejected client_id/client_secret (invalid_client); copy them "
+        "again from the WHOOP developer dashboard"
+    ]
