@@ -82,7 +82,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         self.max_pages = max_pages
         self._key = key
         self._seen: set[str] = set()
-        self._records: set[t.Hashable] = set()
+        self._previous: set[t.Hashable] = set()
         self._empty_in_a_row = 0
 
     def continue_if_empty(self, response: requests.Response) -> bool:
@@ -90,7 +90,11 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         return True
 
     def check_page(self, response: requests.Response, records: list[t.Any]) -> None:
-        """Refuse a page that repeats the records of earlier pages, before any is delivered."""
+        """Refuse a page that repeats the previous page's records, before any is delivered.
+
+        Only the previous page is kept, so memory stays flat over any history; a walk that
+        cycles through more pages is stopped by `max_pages`.
+        """
         path = urlparse(response.url).path
         if not records:
             self._empty_in_a_row += 1
@@ -106,12 +110,12 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         if json_body(response).get("next_token") in self._seen:
             return  # a repeated token: `get_next` stops the walk with its own error
         keys = {self._key(record) for record in records}
-        if keys <= self._records:
+        if keys <= self._previous:
             raise _BadData(
                 f"WHOOP answered page {self._page_count + 1} of {path} with only records of "
                 "earlier pages, under a new page token; stopped paging instead of looping"
             )
-        self._records |= keys
+        self._previous = keys
 
     def get_next(self, response: requests.Response) -> str | None:
         """Read the next page's token, refusing to walk in circles or without end."""
@@ -277,27 +281,31 @@ class WhoopStream(RESTStream[str | None]):
 
         Nothing with a null key may reach a target, and a bookmark must come from a date-time.
         """
-        path = self.path_of(context)
         if not isinstance(record, dict):
+            path = self.path_of(context)
             raise _BadData(f"WHOOP answered {path} with a record that is not a JSON object")
         for name in self.primary_keys or ():
             value = record[name] if name in record else (context or {}).get(name)
             if value is None or value == "" or isinstance(value, _NOT_KEYS):
+                path = self.path_of(context)
                 raise _BadData(f"WHOOP sent a record from {path} whose {name} is {_shown(value)}")
-        if self.replication_key:
-            value = record.get(self.replication_key)
-            described = f"a record from {path}{_id_of(record, self.primary_keys)}"
+        if not self.replication_key:
+            return
+        value = record.get(self.replication_key)
+        try:
             if not isinstance(value, str):
-                raise _BadData(
-                    f"WHOOP sent {described} whose {self.replication_key} is {_shown(value)}"
-                )
-            try:
-                parse_time(value)
-            except ValueError:
-                raise _BadData(
-                    f"WHOOP sent {described} whose {self.replication_key} {value[:40]!r} is not "
-                    "a date-time"
-                ) from None
+                raise TypeError(value)
+            parse_time(value)
+        except (TypeError, ValueError):
+            described = f"a record from {self.path_of(context)}{_id_of(record, self.primary_keys)}"
+            problem = (
+                f"{value[:40]!r} is not a date-time"
+                if isinstance(value, str)
+                else f"is {_shown(value)}"
+            )
+            raise _BadData(
+                f"WHOOP sent {described} whose {self.replication_key} {problem}"
+            ) from None
 
     def post_process(
         self, row: dict[str, t.Any], context: Context | None = None

@@ -483,7 +483,16 @@ def _users_errors(users: t.Any) -> list[str]:
 
 
 def parse_time(value: str) -> datetime.datetime:
-    """An ISO 8601 date-time from WHOOP, the settings or the state, as an aware datetime."""
+    """An ISO 8601 date-time from WHOOP, the settings or the state, as an aware datetime.
+
+    WHOOP's own form (`2026-11-20T06:13:21.429Z`) takes the standard library's fast path; it
+    runs for every record. Anything else is pendulum's to read (UTC when no offset is given).
+    """
+    if len(value) >= 20 and value[10:11] == "T" and value.endswith("Z"):
+        try:
+            return datetime.datetime.fromisoformat(value[:-1]).replace(tzinfo=datetime.timezone.utc)
+        except ValueError:
+            pass
     parsed = pendulum.parse(value)
     if not isinstance(parsed, datetime.datetime):
         raise ValueError(f"{value!r} is not a date-time")
