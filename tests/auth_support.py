@@ -9,11 +9,16 @@ import sys
 import typing as t
 from pathlib import Path
 
+import requests
+
 from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp
+from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
 if t.TYPE_CHECKING:
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Barrier
+
+    from whoop_sandbox import Sandbox
 
 _SCRIPT = Path(sys.executable).with_name("tap-whoop")
 TAP_WHOOP = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tap_whoop"]
@@ -106,3 +111,18 @@ def race_for_token(
         results.put(auth.access_token())
     except Exception as exc:
         results.put(f"error: {exc}")
+
+
+def refresh_directly(sandbox: Sandbox, token: str) -> requests.Response:
+    """Spend `token` at the sandbox as another client of the app would."""
+    return requests.post(
+        f"{sandbox.server.oauth_url}/token",  # type: ignore[attr-defined]
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "scope": "offline",
+        },
+        timeout=10,
+    )

@@ -32,6 +32,7 @@ from tests.auth_support import (
     error_line,
     expire_access_tokens,
     race_for_token,
+    refresh_directly,
     run_cli,
     store_path,
     stored,
@@ -47,21 +48,6 @@ if t.TYPE_CHECKING:
 TOKEN_PATH = "/oauth/oauth2/token"
 PROFILE = {"profile"}
 RACERS = 6
-
-
-def refresh_directly(sandbox: Sandbox, token: str) -> requests.Response:
-    """Spend `token` at the sandbox as another client of the app would."""
-    return requests.post(
-        f"{sandbox.server.oauth_url}/token",  # type: ignore[attr-defined]
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": token,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "scope": "offline",
-        },
-        timeout=10,
-    )
 
 
 def synced(config: dict[str, t.Any]) -> None:

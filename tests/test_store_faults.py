@@ -20,7 +20,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-import requests
 
 from tap_whoop import auth as auth_module
 from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp
@@ -30,6 +29,7 @@ from tests.auth_support import (
     cli_env,
     error_line,
     expire_access_tokens,
+    refresh_directly,
     run_cli,
     store_path,
     stored,
@@ -56,21 +56,6 @@ def synced(config: dict[str, t.Any], select: set[str] = PROFILE) -> None:
 
 def orphans(path: Path) -> list[Path]:
     return sorted(path.parent.glob(".tokens-*"))
-
-
-def refresh_directly(sandbox: Sandbox, token: str) -> requests.Response:
-    """Spend `token` at the sandbox as another client of the app would."""
-    return requests.post(
-        f"{sandbox.server.oauth_url}/token",  # type: ignore[attr-defined]
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": token,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "scope": "offline",
-        },
-        timeout=10,
-    )
 
 
 def _root_with(tool: str) -> None:
