@@ -2,6 +2,8 @@
 
 `Sandbox` holds everything that changes, behind one lock; `create_app` exposes it with WHOOP's
 paths, status codes and headers, plus a `/_sandbox` admin API for out-of-process control.
+Changes to sleeps, recoveries and workouts (the clock bringing them or scoring them, admin edits
+and deletions) are logged and sent as WHOOP webhooks (see `webhooks`).
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ from .data import (
     KINDS,
     MINUTE,
     SECOND,
+    Edit,
     Key,
     Kind,
     Member,
+    Record,
     Timeline,
     from_ms,
     iso,
-    render,
     to_ms,
 )
+from .webhooks import EVENT_KINDS, Webhooks
 
 READ_SCOPES = (
     "read:profile",
@@ -106,6 +110,10 @@ FAULT_RETRY_AFTER = 2
 """X-RateLimit-Reset (seconds) sent with an injected 429."""
 STATE_VERSION = 1
 _MEMBER_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+FIXED_FIELDS = frozenset(
+    {"id", "user_id", "cycle_id", "sleep_id", "created_at", "updated_at", "start"}
+)
+"""Fields an edit may not change: they identify, place or date the record."""
 
 
 class SandboxError(Exception):
@@ -262,6 +270,7 @@ class Sandbox:
         day_window: float = 86_400.0,
         access_token_ttl: int = 3600,
         state_file: str | os.PathLike[str] | None = None,
+        webhook_url: str | None = None,
     ) -> None:
         keys = _member_keys(members)
         if history_days < 0:
@@ -296,12 +305,15 @@ class Sandbox:
         self._faults: list[_Fault] = []
         self._stats = _Stats()
         self._limiter = RateLimiter(per_minute, per_day, minute_window, day_window)
+        self._webhooks = Webhooks(lambda: self.client_secret, webhook_url)
         self._state_file = Path(state_file) if state_file is not None else None
         if self._state_file is not None and self._state_file.exists():
             self._load(self._state_file)
         for key in keys:
             if key not in self._spent_seeds:
                 self._refresh.setdefault(seed_token(key), Grant(key, ALL_SCOPES))
+        for timeline in self._timelines.values():
+            timeline.watch(self._now())
         self._extend()
 
     # Clock
@@ -315,15 +327,27 @@ class Sandbox:
     def advance(
         self, *, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0
     ) -> datetime:
-        """Move the clock forward: new records appear, scores finalize, access tokens expire."""
+        """Move the clock forward: new records appear, scores finalize, access tokens expire.
+
+        Each sleep, recovery and workout that appears or is scored on the way is a
+        `<kind>.updated` change (see `webhook_log`), in sandbox-time order; cycles are not.
+        """
         step = round(days * DAY + hours * HOUR + minutes * MINUTE + seconds * SECOND)
         if step < 0:
             raise ValueError("the sandbox clock only moves forward")
         with self._lock:
             self._offset += step
             self._extend()
+            now = self._now()
+            changes = [
+                (moment, timeline.member.user_id, record.id, f"{record.kind}.updated")
+                for timeline in self._timelines.values()
+                for moment, record in timeline.changes(now)
+            ]
+            changes.sort(key=lambda change: change[0])
+            self._webhooks.publish(change[1:] for change in changes)
             self._save()
-            return from_ms(self._now())
+            return from_ms(now)
 
     def _now(self) -> int:
         return self._start + self._offset
@@ -352,7 +376,7 @@ class Sandbox:
             now = self._now()
             timeline = self._timeline(key, kind)
             found = timeline.newest_first(kind, now, None, now)
-            return [render(timeline.member, record, now) for record in found]
+            return [timeline.show(record, now) for record in found]
 
     def page(
         self,
@@ -372,7 +396,7 @@ class Sandbox:
             found = list(itertools.islice(window, limit + 1))
             more = len(found) > limit
             found = found[:limit]
-            rendered = [render(timeline.member, record, now) for record in found]
+            rendered = [timeline.show(record, now) for record in found]
             return rendered, (found[-1].key if more else None)
 
     def find(self, key: str, kind: Kind, record_id: str) -> dict[str, Any] | None:
@@ -381,7 +405,7 @@ class Sandbox:
             now = self._now()
             timeline = self._timeline(key, kind)
             record = timeline.find(kind, record_id, now)
-            return None if record is None else render(timeline.member, record, now)
+            return None if record is None else timeline.show(record, now)
 
     def of_cycle(self, key: str, kind: Kind, cycle_id: int) -> dict[str, Any] | None:
         """The visible main sleep or recovery of one of the member's visible cycles."""
@@ -391,13 +415,130 @@ class Sandbox:
             if timeline.find("cycle", str(cycle_id), now) is None:
                 return None
             record = timeline.of_cycle(kind, cycle_id, now)
-            return None if record is None else render(timeline.member, record, now)
+            return None if record is None else timeline.show(record, now)
 
     def _timeline(self, key: str, kind: str) -> Timeline:
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}")
         self.member(key)
         return self._timelines[key]
+
+    # Edits and deletions
+
+    def delete_record(self, key: str, kind: Kind, record_id: str | int) -> list[dict[str, Any]]:
+        """Delete a visible sleep, workout or recovery, as a member can in the WHOOP app.
+
+        A recovery is named by its cycle id, the others by their id. Deleting a main sleep
+        deletes its recovery too. The record is gone from collections, by-id and per-cycle
+        endpoints; each deleted record that was visible is a `<kind>.deleted` change (a
+        recovery's carries its sleep's id), returned as `webhook_log` shows them.
+        KeyError for an unknown member or a record not visible now; ValueError for another kind.
+        """
+        with self._lock:
+            timeline, record = self._visible_record(key, kind, record_id)
+            now = self._now()
+            gone = [record]
+            timeline.deleted.add((record.kind, record.id))
+            timeline.edits.pop((record.kind, record.id), None)
+            if record.kind == "sleep" and not record.nap:
+                recovery = timeline.find("recovery", record.id, now)
+                if recovery is not None:
+                    gone.append(recovery)
+                timeline.deleted.add(("recovery", record.id))
+                timeline.edits.pop(("recovery", record.id), None)
+            user_id = timeline.member.user_id
+            changes = self._webhooks.publish(
+                (user_id, each.id, f"{each.kind}.deleted") for each in gone
+            )
+            self._save()
+            return [change.as_json() for change in changes]
+
+    def edit_record(
+        self, key: str, kind: Kind, record_id: str | int, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Override top-level fields of a visible sleep, workout or recovery (by cycle id).
+
+        Later edits add to earlier ones. updated_at becomes the sandbox's now (until scoring
+        moves it later) and the edit is a `<kind>.updated` change. Returns the record as the
+        API now shows it. The fields that identify, place or date a record (`FIXED_FIELDS`)
+        cannot be changed: ValueError, as for another kind; KeyError as for `delete_record`.
+        """
+        if not isinstance(changes, Mapping) or not all(isinstance(k, str) for k in changes):
+            raise ValueError("changes must map field names to values")
+        fixed = sorted(FIXED_FIELDS & set(changes))
+        if fixed:
+            raise ValueError(f"these fields cannot be edited: {', '.join(fixed)}")
+        try:
+            copied = json.loads(json.dumps(dict(changes)))
+        except (TypeError, ValueError):
+            raise ValueError("changes must be JSON values") from None
+        with self._lock:
+            timeline, record = self._visible_record(key, kind, record_id)
+            now = self._now()
+            earlier = timeline.edits.get((record.kind, record.id))
+            merged = {**(earlier.changes if earlier else {}), **copied}
+            timeline.edits[(record.kind, record.id)] = Edit(merged, now)
+            user_id = timeline.member.user_id
+            self._webhooks.publish([(user_id, record.id, f"{record.kind}.updated")])
+            self._save()
+            return timeline.show(record, now)
+
+    def _visible_record(self, key: str, kind: str, record_id: str | int) -> tuple[Timeline, Record]:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"only {', '.join(EVENT_KINDS)} records can be edited or deleted")
+        timeline = self._timeline(key, kind)
+        now = self._now()
+        if kind == "recovery":
+            text = str(record_id)
+            if not text.isdigit():
+                raise ValueError("a recovery is named by its cycle id, an integer")
+            record = timeline.of_cycle("recovery", int(text), now)
+        else:
+            record = timeline.find(cast(Kind, kind), str(record_id), now)
+        if record is None:
+            raise KeyError(f"member {key!r} has no visible {kind} {record_id!r}")
+        return timeline, record
+
+    # Webhooks
+
+    def configure_webhooks(self, **settings: Any) -> dict[str, Any]:
+        """Set webhook delivery; returns the settings now in force.
+
+        Any of: url (None: off), duplicate and drop (probabilities), delay (seconds before a
+        first attempt), seed (of the drop/duplicate dice), retry_delays (seconds before each
+        retry). ValueError on a bad value or an unknown name.
+        """
+        unknown = set(settings) - {"url", "duplicate", "drop", "delay", "seed", "retry_delays"}
+        if unknown:
+            raise ValueError(f"unknown webhook settings: {', '.join(sorted(unknown))}")
+        return self._webhooks.configure(**settings)
+
+    def webhook_settings(self) -> dict[str, Any]:
+        """The webhook URL and delivery faults in force."""
+        return self._webhooks.settings()
+
+    def webhook_log(self) -> list[dict[str, Any]]:
+        """Every change so far, oldest first.
+
+        Each: user_id, id, type, trace_id, changed_at (epoch seconds), attempts, delivered,
+        dropped, duplicated, delivered_at (epoch seconds or None).
+        """
+        return self._webhooks.log()
+
+    def clear_webhook_log(self) -> None:
+        """Forget the logged changes (deliveries under way carry on)."""
+        self._webhooks.clear_log()
+
+    def wait_for_webhooks(self, timeout: float | None = None) -> bool:
+        """Wait until no delivery is queued or in flight; False if `timeout` ran out first."""
+        return self._webhooks.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the webhook delivery threads, abandoning queued deliveries.
+
+        `SandboxServer.stop` calls this. A later change starts them again.
+        """
+        self._webhooks.close()
 
     # OAuth
 
@@ -609,14 +750,20 @@ class Sandbox:
             self._stats.token_requests += 1
 
     def stats(self) -> dict[str, Any]:
-        """API counters (OAuth and admin requests excluded); rate_limited counts every 429."""
+        """API counters (OAuth and admin requests excluded); rate_limited counts every 429.
+
+        `webhooks` counts changes logged, POSTs sent, 2xx answers (delivered), failed POSTs,
+        deliveries given up after the last retry, events dropped and duplicated on purpose and
+        deliveries still pending.
+        """
         with self._lock:
-            return self._stats.snapshot()
+            return {**self._stats.snapshot(), "webhooks": self._webhooks.stats()}
 
     def reset_stats(self) -> None:
         """Zero every counter."""
         with self._lock:
             self._stats = _Stats()
+            self._webhooks.reset_stats()
 
     # Persistence
 
@@ -635,6 +782,22 @@ class Sandbox:
             },
             "refresh_tokens": {token: _grant_json(grant) for token, grant in self._refresh.items()},
             "spent_seeds": sorted(self._spent_seeds),
+            "deleted": [
+                [key, kind, record_id]
+                for key, timeline in self._timelines.items()
+                for kind, record_id in sorted(timeline.deleted)
+            ],
+            "edits": [
+                {
+                    "member": key,
+                    "kind": kind,
+                    "id": record_id,
+                    "changes": edit.changes,
+                    "at": edit.at,
+                }
+                for key, timeline in self._timelines.items()
+                for (kind, record_id), edit in timeline.edits.items()
+            ],
         }
         path = self._state_file
         with tempfile.NamedTemporaryFile(
@@ -652,6 +815,14 @@ class Sandbox:
             self._access = {t: _grant_of(v) for t, v in state["access_tokens"].items()}
             self._refresh = {t: _grant_of(v) for t, v in state["refresh_tokens"].items()}
             self._spent_seeds = {str(key) for key in state["spent_seeds"]}
+            for key, kind, record_id in state.get("deleted", []):
+                if key in self._timelines and kind in EVENT_KINDS:
+                    self._timelines[key].deleted.add((kind, str(record_id)))
+            for edit in state.get("edits", []):
+                timeline = self._timelines.get(edit["member"])
+                if timeline is not None and edit["kind"] in EVENT_KINDS:
+                    changes = dict(edit["changes"])
+                    timeline.edits[(edit["kind"], str(edit["id"]))] = Edit(changes, int(edit["at"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"cannot read sandbox state file {path}: {exc}") from None
 
@@ -1138,3 +1309,52 @@ def _member_refresh_token(key: str) -> ResponseReturnValue:
         raise SandboxError(404, "not_found", f"unknown member {key!r}") from None
     except ValueError as exc:
         raise SandboxError(400, "invalid_scope", str(exc)) from None
+
+
+@admin.get("/webhooks")
+def _webhook_settings() -> ResponseReturnValue:
+    return _sandbox().webhook_settings()
+
+
+@admin.post("/webhooks")
+def _configure_webhooks() -> ResponseReturnValue:
+    try:
+        return _sandbox().configure_webhooks(**_admin_json())
+    except ValueError as exc:
+        raise SandboxError(400, "bad_request", str(exc)) from None
+
+
+@admin.get("/webhooks/log")
+def _webhook_log() -> ResponseReturnValue:
+    return _sandbox().webhook_log()
+
+
+@admin.delete("/webhooks/log")
+def _clear_webhook_log() -> ResponseReturnValue:
+    _sandbox().clear_webhook_log()
+    return "", 204
+
+
+@admin.post("/members/<key>/<kind>/<record_id>/delete")
+def _delete_record(key: str, kind: str, record_id: str) -> ResponseReturnValue:
+    return {"changes": _change_record(key, kind, record_id, None)}
+
+
+@admin.post("/members/<key>/<kind>/<record_id>/edit")
+def _edit_record(key: str, kind: str, record_id: str) -> ResponseReturnValue:
+    return _change_record(key, kind, record_id, _admin_json())
+
+
+def _change_record(key: str, kind: str, record_id: str, changes: dict[str, Any] | None) -> Any:
+    """Delete (`changes` None) or edit a record for the admin API, with its 400s and 404s."""
+    sandbox = _sandbox()
+    if kind in ("sleep", "workout"):
+        record_id = _uuid(record_id, f"{kind} id")
+    try:
+        if changes is None:
+            return sandbox.delete_record(key, cast(Kind, kind), record_id)
+        return sandbox.edit_record(key, cast(Kind, kind), record_id, changes)
+    except KeyError as exc:
+        raise SandboxError(404, "not_found", str(exc.args[0])) from None
+    except ValueError as exc:
+        raise SandboxError(400, "bad_request", str(exc)) from None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import copy
+import heapq
 import math
 import uuid
 import zlib
@@ -398,8 +400,23 @@ def _effort(seed: str, duration: int) -> tuple[float, float]:
     return intensity, min(21.0, 21.0 * (1.0 - math.exp(-load)))
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Top-level fields that replace what `render` shows, made at sandbox time `at`."""
+
+    changes: dict[str, Any]
+    at: int
+
+
 class Timeline:
-    """One member's records, generated a day at a time and kept sorted by `Record.key`."""
+    """One member's records, generated a day at a time and kept sorted by `Record.key`.
+
+    Records deleted through the admin API stay in the lists (days are regenerated
+    deterministically) and are skipped wherever the API could see them; edits are applied as
+    the record is shown. Once `watch` is called, the moments at which a sleep, recovery or
+    workout appears or changes score state are kept in a heap, so `changes` can say which
+    records changed over an advance of the clock without looking at any other record.
+    """
 
     def __init__(self, member: Member, first_day: date) -> None:
         self.member = member
@@ -410,6 +427,46 @@ class Timeline:
         self._keys: dict[Kind, list[Key]] = {kind: [] for kind in KINDS}
         self._by_id: dict[tuple[Kind, str], Record] = {}
         self._by_cycle: dict[tuple[Kind, int], Record] = {}
+        self.deleted: set[tuple[Kind, str]] = set()
+        """(kind, id) of deleted records; a recovery's id is its sleep's."""
+        self.edits: dict[tuple[Kind, str], Edit] = {}
+        self._watched: int | None = None
+        self._moments: list[tuple[int, int, Record]] = []
+        self._sequence = 0
+
+    def watch(self, since: int) -> None:
+        """Remember every moment after `since` at which a record appears or is scored."""
+        self._watched = since
+        for kind in ("sleep", "recovery", "workout"):
+            for record in self._records[kind]:
+                self._note(record)
+
+    def _note(self, record: Record) -> None:
+        since = self._watched
+        if since is None or record.kind == "cycle":
+            return
+        moments = (
+            (record.created, record.scored) if record.scored > record.created else (record.created,)
+        )
+        for moment in moments:
+            if moment > since:
+                self._sequence += 1
+                heapq.heappush(self._moments, (moment, self._sequence, record))
+
+    def changes(self, until: int) -> list[tuple[int, Record]]:
+        """(moment, record) for each appearance or scoring in (last call, `until`], in order.
+
+        Deleted records are left out; `extend_to(until)` must have run first.
+        """
+        found: list[tuple[int, Record]] = []
+        moments = self._moments
+        while moments and moments[0][0] <= until:
+            moment, _, record = heapq.heappop(moments)
+            if (record.kind, record.id) not in self.deleted:
+                found.append((moment, record))
+        if self._watched is not None:
+            self._watched = max(self._watched, until)
+        return found
 
     def extend_to(self, now: int) -> None:
         """Generate days until a cycle starts after `now`, so every visible record exists."""
@@ -423,6 +480,7 @@ class Timeline:
                     self._by_cycle[(record.kind, record.cycle_id)] = record
                 if record.kind == "cycle":
                     self._horizon = record.start
+                self._note(record)
             self._next_day += timedelta(days=1)
 
     def newest_first(
@@ -434,22 +492,36 @@ class Timeline:
         if before is not None:
             index = min(index, bisect.bisect_left(keys, before))
         lowest = start if start is not None else -1
+        deleted = self.deleted
         for position in range(index - 1, -1, -1):
             record = records[position]
             if record.start < lowest:
                 return
-            if record.created <= now:
+            if record.created <= now and not (deleted and (kind, record.id) in deleted):
                 yield record
 
     def find(self, kind: Kind, record_id: str, now: int) -> Record | None:
-        """The record by id, if visible at `now`."""
-        record = self._by_id.get((kind, record_id))
-        return record if record is not None and record.created <= now else None
+        """The record by id, if visible at `now` (and not deleted)."""
+        return self._visible(self._by_id.get((kind, record_id)), now)
 
     def of_cycle(self, kind: Kind, cycle: int, now: int) -> Record | None:
-        """The cycle's main sleep or its recovery, once visible."""
-        record = self._by_cycle.get((kind, cycle))
-        return record if record is not None and record.created <= now else None
+        """The cycle's main sleep or its recovery, once visible (and unless deleted)."""
+        return self._visible(self._by_cycle.get((kind, cycle)), now)
+
+    def _visible(self, record: Record | None, now: int) -> Record | None:
+        if record is None or record.created > now or (record.kind, record.id) in self.deleted:
+            return None
+        return record
+
+    def show(self, record: Record, now: int) -> dict[str, Any]:
+        """`render`, with any edit's fields and updated_at no earlier than the edit."""
+        out = render(self.member, record, now)
+        edit = self.edits.get((record.kind, record.id)) if self.edits else None
+        if edit is not None:
+            out |= copy.deepcopy(edit.changes)
+            if edit.at > _state(record, now)[1]:
+                out["updated_at"] = iso(edit.at)
+        return out
 
 
 def render(member: Member, record: Record, now: int) -> dict[str, Any]:

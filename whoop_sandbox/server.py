@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import socket
 import sys
@@ -10,7 +11,8 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 from types import FrameType, TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -24,6 +26,7 @@ from .app import (
     parse_moment,
 )
 from .data import MINUTE, iso, to_ms
+from .webhooks import DEFAULT_RETRY_DELAYS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -98,12 +101,16 @@ class SandboxServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port (within the 50 ms shutdown poll)."""
+        """Stop serving and release the port (within the 50 ms shutdown poll).
+
+        Also stops the sandbox's webhook deliveries (within one delivery timeout).
+        """
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        self.sandbox.close()
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -144,6 +151,33 @@ def _moment(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an absolute http(s) URL, got {text!r}")
+    return text
+
+
 def _members(text: str) -> list[str]:
     keys = [key.strip() for key in text.split(",")]
     if not all(keys):
@@ -151,6 +185,7 @@ def _members(text: str) -> list[str]:
     return keys
 
 
+_RETRIES = ", ".join(f"{delay:g}" for delay in DEFAULT_RETRY_DELAYS)
 _EPILOG = f"""\
 OAuth (OAUTH_URL is printed at start, e.g. http://127.0.0.1:{DEFAULT_PORT}/oauth/oauth2):
   token endpoint   OAUTH_URL/token, with the client id and secret above
@@ -164,6 +199,20 @@ OAuth (OAUTH_URL is printed at start, e.g. http://127.0.0.1:{DEFAULT_PORT}/oauth
                    works with a browser, or with `curl -sL` on the URL it prints
 Admin API at /_sandbox: GET clock, POST advance {{"days": 1}}, GET members, GET stats,
 POST/DELETE faults.
+Webhooks (WHOOP v2): with --webhook-url, or POST /_sandbox/webhooks {{"url": ..}}, the sandbox
+POSTs {{"user_id", "id", "type", "trace_id"}} for sleep/workout/recovery .updated and .deleted
+(a recovery's id is its sleep's), signed as WHOOP does: X-WHOOP-Signature-Timestamp (epoch ms)
+and X-WHOOP-Signature = base64(HMAC-SHA256(client secret, timestamp + body)).
+  changes          advancing the clock (records appearing or being scored; cycles send none),
+                   POST /_sandbox/members/KEY/KIND/ID/edit {{"sport_name": ..}} (top-level
+                   fields; updated_at becomes now) and .../delete (a main sleep takes its
+                   recovery along); KIND is sleep, workout, or recovery with ID its cycle id
+  delivery         off-thread; non-2xx, errors and answers slower than 1 s are retried after
+                   {_RETRIES} seconds, then given up
+  faults           POST /_sandbox/webhooks {{"url", "drop": 0-1, "duplicate": 0-1, "delay": s,
+                   "seed": n, "retry_delays": [s, ..]}}, or the --webhook-* options
+  log              GET /_sandbox/webhooks/log: every change with changed_at (epoch seconds),
+                   attempts, delivered, dropped; counters under "webhooks" in GET stats
 """
 
 
@@ -224,13 +273,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--state-file",
-        help="remember clock and tokens across restarts; default: none (forget on exit)",
+        help=(
+            "remember clock, tokens, deletions and edits across restarts; "
+            "default: none (forget on exit)"
+        ),
     )
     parser.add_argument(
         "--client-id", default=DEFAULT_CLIENT_ID, help=f"default: {DEFAULT_CLIENT_ID}"
     )
     parser.add_argument(
         "--client-secret", default=DEFAULT_CLIENT_SECRET, help=f"default: {DEFAULT_CLIENT_SECRET}"
+    )
+    parser.add_argument(
+        "--webhook-url",
+        type=_url,
+        metavar="URL",
+        help="POST WHOOP webhooks for every change here; default: none (changes only logged)",
+    )
+    parser.add_argument(
+        "--webhook-drop",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="chance a change's webhook is never sent; default: 0",
+    )
+    parser.add_argument(
+        "--webhook-duplicate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="chance a webhook is sent twice (same trace_id); default: 0",
+    )
+    parser.add_argument(
+        "--webhook-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold back each webhook's first attempt; default: 0",
+    )
+    parser.add_argument(
+        "--webhook-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the drop and duplicate dice; default: 0",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
@@ -260,7 +346,18 @@ def banner(server: SandboxServer, args: argparse.Namespace) -> list[str]:
         f"rate_limit={_limit(args.per_minute, 'minute')},{_limit(args.per_day, 'day')} "
         f"access_token_ttl={args.access_token_ttl}s",
         f"  admin: {server.admin_url} (GET clock, POST advance, GET members, GET stats)",
+        f"  webhooks: {_webhooks_line(sandbox.webhook_settings())} "
+        f"(POST {server.admin_url}/webhooks to change, GET {server.admin_url}/webhooks/log)",
     ]
+
+
+def _webhooks_line(settings: dict[str, Any]) -> str:
+    if settings["url"] is None:
+        return "url=none"
+    faults = "".join(
+        f" {name}={settings[name]:g}" for name in ("drop", "duplicate", "delay") if settings[name]
+    )
+    return f"url={settings['url']}{faults}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,6 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_day=args.per_day,
             access_token_ttl=args.access_token_ttl,
             state_file=args.state_file,
+            webhook_url=args.webhook_url,
+        )
+        sandbox.configure_webhooks(
+            drop=args.webhook_drop,
+            duplicate=args.webhook_duplicate,
+            delay=args.webhook_delay,
+            seed=args.webhook_seed,
         )
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
