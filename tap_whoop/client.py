@@ -31,6 +31,7 @@ from tap_whoop.http import (
     log_retry,
     wait_generator,
 )
+from tap_whoop.inbox import LedgerRow
 from tap_whoop.settings import parse_time
 
 if t.TYPE_CHECKING:
@@ -317,6 +318,10 @@ class WhoopStream(RESTStream[str | None]):
         see the same keys on every record. A field the context supplies (the member's
         `user_id`) is taken from it, as the SDK would; fields outside the schema are kept.
         """
+        return self.filled(row, context)
+
+    def filled(self, row: dict[str, t.Any], context: Context | None) -> dict[str, t.Any]:
+        """`row` with every top-level property of the schema (see `post_process`)."""
         context = context or {}
         return {**{name: context.get(name) for name in self.schema["properties"]}, **row}
 
@@ -357,11 +362,14 @@ class CollectionStream(WhoopStream):
 
     WHOOP lists newest first and can only filter on when a record happened, so the bookmark is
     taken when a member's stream completes, each run re-reads `lookback_days` before it, and it
-    never moves past a record that WHOOP may still change (see `post_process`).
+    never moves past a record that WHOOP may still change (see `post_process`). What an earlier
+    run saw in the window and WHOOP no longer lists is emitted as deleted (`reconcile`).
     """
 
     records_jsonpath = "$.records[*]"
     replication_key = "start"
+    #: One record by its key (`id`): where a deletion is confirmed.
+    by_id_path: str
     #: How far WHOOP's start filter can trail the replication key of the same record.
     filter_lag = datetime.timedelta(0)
     #: More records than one member can have per day, generously; bounds a window's pages.
@@ -371,16 +379,22 @@ class CollectionStream(WhoopStream):
     _paginator: NextTokenPaginator | None = None
     _paging_context: Context | None = None
     _said_unsorted = False
+    _schema_written = False
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """One member's records; the context also bounds the pages (see `max_pages`).
+        """One member's records, then deletion records for what WHOOP no longer has.
 
-        WHOOP lists newest first, which the SDK calls unsorted: it keeps the bookmark in the
-        partition's progress markers until the stream completes, and warns as it creates them.
-        They are created here instead, as the SDK would, and that is said once, at debug level.
+        The context also bounds the pages (see `max_pages`). WHOOP lists newest first, which
+        the SDK calls unsorted: it keeps the bookmark in the partition's progress markers until
+        the stream completes, and warns as it creates them. They are created here instead, as
+        the SDK would, and that is said once, at debug level.
         """
         self._paging_context = context
-        self.get_context_state(context).setdefault("progress_markers", dict(_UNSORTED_MARKERS))
+        member = self.run.members.for_context(context)
+        state = self.get_context_state(context)
+        start = self.window_start(context)
+        expected = self.expected_ids(state, start, member.user_id)
+        state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
         if not self._said_unsorted:
             self._said_unsorted = True
             self.logger.debug(
@@ -388,7 +402,137 @@ class CollectionStream(WhoopStream):
                 "the stream completes (an interrupted stream is read again next run)",
                 self.name,
             )
-        yield from super().get_records(context)
+        seen: dict[str, str] = {}
+        ledger: list[LedgerRow] = []
+        try:
+            for record in super().get_records(context):
+                record_id = self.record_id(record)
+                seen[record_id] = record[self.replication_key or "start"]
+                ledger.append(self.ledger_row(record))
+                yield record
+        finally:
+            if member.user_id is not None:
+                self.run.inbox.remember(member.user_id, self.name, ledger)
+        if member.skips(self.name) or member.user_id is None:
+            return
+        gone = [record_id for record_id in expected if record_id not in seen]
+        if gone:
+            self.reconcile(member.key, member.user_id, gone)
+        state["window_ids"] = self.ids_to_keep(state, seen)
+        state["polled_at"] = _iso(datetime.datetime.now(datetime.timezone.utc))
+
+    def read_since(self, user_id: int, since: datetime.datetime) -> bool:
+        """Whether the member's collection was read completely after `since`."""
+        for partition in self.stream_state.get("partitions") or []:
+            if partition.get("context") == {"user_id": user_id}:
+                polled = partition.get("polled_at")
+                if not polled or not partition.get("replication_key_value"):
+                    return False
+                try:
+                    return parse_time(polled) >= since
+                except ValueError:
+                    return False
+        return False
+
+    def expected_ids(
+        self, state: dict[str, t.Any], start: datetime.datetime | None, user_id: int | None
+    ) -> list[str]:
+        """Records this window must return again unless WHOOP deleted them.
+
+        After an incremental run, those the last run kept in the state (`window_ids`) that fall
+        inside this window; on a first or full sync, every record the ledger holds for the
+        member from `start_date` on. WHOOP filters recoveries on their sleep's start, which
+        trails the bookmark by up to `filter_lag`: twice that is left unchecked.
+        """
+        if user_id is None:
+            return []
+        if state.get("replication_key_value"):
+            candidates: dict[str, str | None] = dict(state.get("window_ids") or [])
+        else:
+            candidates = self.run.inbox.known(user_id, self.name)
+        lowest = start + 2 * self.filter_lag if start is not None else None
+        end = parse_time(self.config["end_date"]) if self.config.get("end_date") else None
+        expected = []
+        for record_id, key in candidates.items():
+            try:
+                moment = parse_time(key) if key else None
+            except ValueError:
+                continue
+            if moment is None or (lowest is not None and moment < lowest):
+                continue
+            if end is not None and moment >= end:
+                continue
+            expected.append(record_id)
+        return expected
+
+    def ids_to_keep(self, state: dict[str, t.Any], seen: dict[str, str]) -> list[list[str]]:
+        """What the next run's window will re-read of this run's records: ids and keys.
+
+        The next window opens at the bookmark (no later than the earliest record WHOOP may
+        still change) minus the lookback, so the state holds days of records, not history.
+        """
+        if not seen:
+            return []
+        moments = {record_id: parse_time(key) for record_id, key in seen.items()}
+        edge = max(moments.values())
+        if signpost := state.get("replication_key_signpost"):
+            edge = min(edge, parse_time(signpost))
+        edge -= datetime.timedelta(days=int(self.config.get("lookback_days", 0)))
+        edge -= self.filter_lag
+        return [[record_id, seen[record_id]] for record_id, at in moments.items() if at >= edge]
+
+    def reconcile(self, member_key: str, user_id: int, gone: list[str]) -> None:
+        """Mark deleted what WHOOP no longer lists, once its own endpoint confirms it (404).
+
+        A record that is still there (its start was edited out of the window) is emitted
+        as it now is instead.
+        """
+        client = self.run.member_client(member_key)
+        deleted = []
+        for record_id in gone:
+            record = client.find(self.by_id_path.format(id=record_id), self.scope)
+            if record is None:
+                self.emit_directly(self.deletion_record(user_id, record_id))
+                deleted.append(record_id)
+            elif isinstance(record, dict):
+                self.emit_directly(self.filled(record, {"user_id": user_id}))
+        if deleted:
+            self.run.inbox.forget(user_id, self.name, deleted)
+            self.logger.info(
+                "%s: member %r: %d record(s) that WHOOP no longer has marked deleted",
+                self.name,
+                member_key,
+                len(deleted),
+            )
+
+    def record_id(self, record: dict[str, t.Any]) -> str:
+        """The record's key in this stream, as text."""
+        return str(record[(self.primary_keys or ("id",))[0]])
+
+    def ledger_row(self, record: dict[str, t.Any]) -> LedgerRow:
+        """What the ledger keeps of an emitted record."""
+        key = record.get(self.replication_key or "start")
+        return LedgerRow(self.record_id(record), key)
+
+    def deletion_record(self, user_id: int, record_id: str) -> dict[str, t.Any]:
+        """A record of this stream saying WHOOP deleted `record_id`: its key, and when."""
+        key = (self.primary_keys or ("id",))[0]
+        typed: t.Any = int(record_id) if _is_integer(self.schema, key) else record_id
+        return {
+            **{name: None for name in self.schema["properties"]},
+            key: typed,
+            "user_id": user_id,
+            "_sdc_deleted_at": _iso(datetime.datetime.now(datetime.timezone.utc)),
+        }
+
+    def emit_directly(self, record: dict[str, t.Any]) -> None:
+        """Write a record outside the window's pages: it moves no bookmark, has no children."""
+        if not self.selected:
+            return
+        if not self._schema_written:
+            self._write_schema_message()
+            self._schema_written = True
+        self._write_record_message(record)
 
     def estimated_requests(self, days: float) -> int:
         """Pages of 25 for `days` of typical records (plus the window's `filter_lag`)."""
@@ -494,6 +638,11 @@ class CollectionStream(WhoopStream):
             if held is None or parse_time(value) < parse_time(held):
                 self.state_manager.write_replication_key_signpost(value, context=context)
         return row
+
+
+def _is_integer(schema: dict[str, t.Any], name: str) -> bool:
+    types = schema["properties"][name].get("type")
+    return "integer" in (types if isinstance(types, list) else [types])
 
 
 def _json_type(value: t.Any) -> str:

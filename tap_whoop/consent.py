@@ -49,13 +49,7 @@ def configured_token(run: Run, member: str) -> str | None:
 
 def member_client(run: Run, member: str) -> MemberClient:
     """Calls as `member`, under the policy of the streams."""
-    return MemberClient(
-        run.api_url,
-        run.member_auth(member),
-        run.pacer,
-        timeout=float(run.config.get("request_timeout") or 60),
-        max_attempts=int(run.config.get("max_request_attempts") or 8),
-    )
+    return run.member_client(member)
 
 
 def code_from_redirect(pasted: str, state: str, redirect_uri: str) -> str:

@@ -371,6 +371,11 @@ class MemberClient:
         response = self._retrying(self.max_attempts)("GET", path, scope, params)
         return json_body(response)
 
+    def find(self, path: str, scope: str) -> t.Any:
+        """The record at `path`, or None when WHOOP has none there (a 404)."""
+        response = self._retrying(self.max_attempts)("GET", path, scope, None, True)
+        return None if response.status_code == 404 else json_body(response)
+
     def delete(self, path: str) -> None:
         """DELETE `path`, sent once (plus once more after a stale-token 401)."""
         self._retrying(2, only=StaleTokenError)("DELETE", path, "", None)
@@ -391,12 +396,17 @@ class MemberClient:
         )
 
     def _send(
-        self, method: str, path: str, scope: str, params: dict[str, t.Any] | None
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        params: dict[str, t.Any] | None,
+        missing_is_empty: bool = False,
     ) -> requests.Response:
         self.pacer.wait()
         request = requests.Request(method, f"{self.api_url}{path}", params=params).prepare()
         response = self.session.send(self.bearer(request), timeout=self.timeout)
         self.pacer.observe(response)
         assert self.bearer.member is not None
-        classify(response, self.bearer.member, scope)
+        classify(response, self.bearer.member, scope, missing_is_empty=missing_is_empty)
         return response

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import typing as t
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp, default_token_store_path
 from tap_whoop.errors import FIX, ConfigError, Fix, Invocation, MemberError, MembersFailedError
-from tap_whoop.http import AppPacer
+from tap_whoop.http import (
+    DEFAULT_MAX_REQUEST_ATTEMPTS,
+    DEFAULT_REQUEST_TIMEOUT,
+    AppPacer,
+    MemberClient,
+)
+from tap_whoop.inbox import Inbox, SqliteInbox
 from tap_whoop.settings import (
     DEFAULT_API_URL,
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
     DEFAULT_MEMBER,
     DEFAULT_OAUTH_URL,
+    DEFAULT_RECONCILE_INTERVAL_HOURS,
     configured_members,
 )
 
@@ -27,6 +35,8 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
 logger = logging.getLogger("tap-whoop")
+
+INBOX_FILE = "inbox.sqlite"
 
 
 @dataclass
@@ -120,6 +130,8 @@ class Run:
 
     config: Mapping[str, t.Any]
     invocation: Invocation = field(default_factory=Invocation.current)
+    #: Members left alone this run: webhooks keep them fresh until their next reconciliation.
+    resting: set[str] = field(default_factory=set)
 
     @cached_property
     def token_store(self) -> TokenStore:
@@ -162,6 +174,47 @@ class Run:
             int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE),
             shared_file=self.token_store.beside(f"rate-limit-{app}.sqlite"),
         )
+
+    def member_client(self, key: str) -> MemberClient:
+        """Calls as member `key` outside a stream, under the policy of the streams."""
+        return MemberClient(
+            self.api_url,
+            self.member_auth(key),
+            self.pacer,
+            timeout=float(self.config.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT),
+            max_attempts=int(
+                self.config.get("max_request_attempts") or DEFAULT_MAX_REQUEST_ATTEMPTS
+            ),
+        )
+
+    @cached_property
+    def inbox(self) -> Inbox:
+        """The webhook inbox and the ledger of emitted records, beside the token store."""
+        return SqliteInbox(self.token_store.beside(INBOX_FILE))
+
+    @cached_property
+    def receiver_inbox(self) -> Inbox:
+        """The inbox as the receiver uses it: a write that cannot happen at once fails fast.
+
+        WHOOP allows a delivery a second; a 503 within it is retried, a late 2xx is not seen.
+        """
+        return SqliteInbox(self.token_store.beside(INBOX_FILE), busy_timeout=0.5)
+
+    @property
+    def reconcile_interval(self) -> float:
+        """Seconds between reads of a member's collections while webhooks arrive."""
+        hours = self.config.get("reconcile_interval_hours")
+        return float(DEFAULT_RECONCILE_INTERVAL_HOURS if hours is None else hours) * 3600
+
+    @cached_property
+    def webhooks_flowing(self) -> bool:
+        """Whether the receiver stored an event within the reconcile interval.
+
+        Only then may a member's collections rest between reconciliations: a receiver that
+        stopped, or was never started, leaves every run reading them.
+        """
+        last = self.inbox.last_received_at() if self.inbox.exists() else None
+        return last is not None and time.time() - last < self.reconcile_interval
 
     def check_members_have_tokens(self) -> None:
         """Refuse, before any request, a member with no refresh token anywhere."""

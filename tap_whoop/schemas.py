@@ -1,7 +1,8 @@
 """JSON schemas of WHOOP v2 records, built from fragments that are named once.
 
 Every field WHOOP may omit (the current cycle's `end`, `score` unless `SCORED`, optional score
-fields) is nullable, so that targets create nullable columns.
+fields) is nullable, so that targets create nullable columns. In the collections every field
+but the keys is: a deletion record (`_sdc_deleted_at` set) carries nothing else.
 """
 
 from __future__ import annotations
@@ -15,23 +16,31 @@ Float = th.NumberType
 def _timestamps() -> list[th.Property]:
     return [
         th.Property("user_id", Int64, required=True),
-        th.Property("created_at", th.DateTimeType, required=True),
-        th.Property("updated_at", th.DateTimeType, required=True),
+        th.Property("created_at", th.DateTimeType),
+        th.Property("updated_at", th.DateTimeType),
     ]
 
 
-def _period(*, end_required: bool) -> list[th.Property]:
+def _period() -> list[th.Property]:
     return [
-        th.Property("start", th.DateTimeType, required=True),
-        th.Property("end", th.DateTimeType, required=end_required),
-        th.Property("timezone_offset", th.StringType, required=True),
+        th.Property("start", th.DateTimeType),
+        th.Property("end", th.DateTimeType),
+        th.Property("timezone_offset", th.StringType),
     ]
 
 
 SCORE_STATE = th.Property(
     "score_state",
     th.StringType(allowed_values=["SCORED", "PENDING_SCORE", "UNSCORABLE"]),
-    required=True,
+)
+
+DELETED_AT = th.Property(
+    "_sdc_deleted_at",
+    th.DateTimeType,
+    description=(
+        "When the tap learnt that WHOOP deleted the record; null on live records. A deletion "
+        "record carries only this, the record's key and `user_id`."
+    ),
 )
 
 CYCLE_SCORE = th.ObjectType(
@@ -121,38 +130,42 @@ BODY_MEASUREMENT = th.PropertiesList(
 CYCLE = th.PropertiesList(
     th.Property("id", Int64, required=True),
     *_timestamps(),
-    *_period(end_required=False),
+    *_period(),
     SCORE_STATE,
     th.Property("score", CYCLE_SCORE),
     th.Property("step_count", th.IntegerType),
+    DELETED_AT,
 ).to_dict()
 
 SLEEP = th.PropertiesList(
     th.Property("id", th.UUIDType, required=True),
-    th.Property("cycle_id", Int64, required=True),
+    th.Property("cycle_id", Int64),
     th.Property("v1_id", Int64),
     *_timestamps(),
-    *_period(end_required=True),
-    th.Property("nap", th.BooleanType, required=True),
+    *_period(),
+    th.Property("nap", th.BooleanType),
     SCORE_STATE,
     th.Property("score", SLEEP_SCORE),
+    DELETED_AT,
 ).to_dict()
 
 RECOVERY = th.PropertiesList(
     th.Property("cycle_id", Int64, required=True),
-    th.Property("sleep_id", th.UUIDType, required=True),
+    th.Property("sleep_id", th.UUIDType),
     *_timestamps(),
     SCORE_STATE,
     th.Property("score", RECOVERY_SCORE),
+    DELETED_AT,
 ).to_dict()
 
 WORKOUT = th.PropertiesList(
     th.Property("id", th.UUIDType, required=True),
     th.Property("v1_id", Int64),
     *_timestamps(),
-    *_period(end_required=True),
-    th.Property("sport_name", th.StringType, required=True),
+    *_period(),
+    th.Property("sport_name", th.StringType),
     th.Property("sport_id", th.IntegerType),
     SCORE_STATE,
     th.Property("score", WORKOUT_SCORE),
+    DELETED_AT,
 ).to_dict()

@@ -30,6 +30,9 @@ DEFAULT_OAUTH_URL = "https://api.prod.whoop.com/oauth/oauth2"
 DEFAULT_MEMBER = "default"
 DEFAULT_LOOKBACK_DAYS = 3
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
+DEFAULT_RECONCILE_INTERVAL_HOURS = 24
+DEFAULT_WEBHOOK_HOST = "127.0.0.1"
+DEFAULT_WEBHOOK_PORT = 8787
 #: The date-times a setting or bookmark may hold: WHOOP has data from 2015 on, and a date
 #: before year 1000 draws a 400 from it (it is sent as e.g. `999-01-01T00:00:00.000Z`).
 EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
@@ -201,12 +204,43 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
                 "25 to a request. Off, they are skipped even if selected."
             ),
         ),
+        th.Property(
+            "reconcile_interval_hours",
+            th.NumberType(minimum=0, maximum=8760),
+            default=DEFAULT_RECONCILE_INTERVAL_HOURS,
+            title="Reconcile interval (hours)",
+            description=(
+                "While webhooks arrive, how often each member is still read in full, for "
+                "missed events, late strap syncs and cycles; in between, a run fetches only what "
+                "the events name. 0 reads every member on every run, as runs without webhooks do."
+            ),
+        ),
+        th.Property(
+            "webhook_host",
+            th.StringType,
+            default=DEFAULT_WEBHOOK_HOST,
+            title="Webhook host",
+            description=(
+                "Address `tap-whoop webhooks` listens on; behind a reverse proxy on the same "
+                "machine keep 127.0.0.1, in a container use 0.0.0.0."
+            ),
+        ),
+        th.Property(
+            "webhook_port",
+            th.IntegerType(minimum=0, maximum=65535),
+            default=DEFAULT_WEBHOOK_PORT,
+            title="Webhook port",
+            description="Port `tap-whoop webhooks` listens on.",
+        ),
     ).to_dict(),
     "lookback_days",
     "max_requests_per_minute",
     "request_timeout",
     "max_request_attempts",
     "per_cycle_streams",
+    "reconcile_interval_hours",
+    "webhook_host",
+    "webhook_port",
 )
 
 

@@ -12,6 +12,7 @@ import typing as t
 
 from tap_whoop import schemas
 from tap_whoop.client import CollectionStream, WhoopStream
+from tap_whoop.inbox import LedgerRow
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,8 +31,17 @@ class ProfileStream(WhoopStream):
 
     @property
     def partitions(self) -> list[dict[str, t.Any]]:
-        """Every configured member, by config key."""
-        return [{"member": member.key} for member in self.run.members]
+        """Every configured member, by config key, but those resting between reconciliations."""
+        return [
+            {"member": member.key}
+            for member in self.run.members
+            if member.key not in self.run.resting
+        ]
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The member's profile; nothing when every member rests (the SDK's one empty context)."""
+        if context:
+            yield from super().get_records(context)
 
     def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
         """Hand the member's WHOOP user id to every other stream."""
@@ -61,6 +71,7 @@ class CyclesStream(CollectionStream, MemberStream):
 
     name = "cycles"
     path = "/v2/cycle"
+    by_id_path = "/v2/cycle/{id}"
     primary_keys = ("id",)
     schema = schemas.CYCLE
     scope = "read:cycles"
@@ -121,11 +132,19 @@ class RecoveryStream(CollectionStream, MemberStream):
 
     name = "recovery"
     path = "/v2/recovery"
+    by_id_path = "/v2/cycle/{id}/recovery"
     primary_keys = ("cycle_id",)
     replication_key = "created_at"
     filter_lag = datetime.timedelta(days=1)
     schema = schemas.RECOVERY
     scope = "read:recovery"
+
+    def ledger_row(self, record: dict[str, t.Any]) -> LedgerRow:
+        """A recovery is found again by its sleep: recovery events name the sleep."""
+        sleep_id = record.get("sleep_id")
+        return LedgerRow(
+            str(record["cycle_id"]), record.get("created_at"), sleep_id, record["cycle_id"]
+        )
 
 
 class SleepStream(CollectionStream, MemberStream):
@@ -133,11 +152,16 @@ class SleepStream(CollectionStream, MemberStream):
 
     name = "sleep"
     path = "/v2/activity/sleep"
+    by_id_path = "/v2/activity/sleep/{id}"
     primary_keys = ("id",)
     max_records_per_day = 12  # naps
     typical_records_per_day = 1.25  # the night's sleep, and a nap now and then
     schema = schemas.SLEEP
     scope = "read:sleep"
+
+    def ledger_row(self, record: dict[str, t.Any]) -> LedgerRow:
+        """A sleep's cycle is kept, for the recovery of a sleep WHOOP deletes."""
+        return LedgerRow(str(record["id"]), record.get("start"), cycle_id=record.get("cycle_id"))
 
 
 class WorkoutStream(CollectionStream, MemberStream):
@@ -145,6 +169,7 @@ class WorkoutStream(CollectionStream, MemberStream):
 
     name = "workout"
     path = "/v2/activity/workout"
+    by_id_path = "/v2/activity/workout/{id}"
     primary_keys = ("id",)
     max_records_per_day = 30
     schema = schemas.WORKOUT

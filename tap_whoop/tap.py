@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import logging
 import sys
@@ -16,6 +17,8 @@ from singer_sdk.exceptions import ConfigValidationError, MappingError
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop.check import check_credentials
+from tap_whoop.client import CollectionStream
+from tap_whoop.drain import drain_inbox
 from tap_whoop.errors import ConfigError, Invocation
 from tap_whoop.run import Run
 from tap_whoop.settings import (
@@ -161,8 +164,43 @@ class TapWhoop(Tap):
         """
         self.run.check_members_have_tokens()
         self._skip_per_cycle_streams()
+        collections = {
+            name: t.cast("CollectionStream", stream)
+            for name, stream in self.streams.items()
+            if isinstance(stream, CollectionStream)
+        }
+        drain_inbox(self.run, collections, lambda: self.state_writer.write_state(self.state))
+        self._rest_members_between_reconciliations(list(collections.values()))
         self.sync_all()
         self.run.members.raise_for_problems()
+
+    def _rest_members_between_reconciliations(self, collections: list[CollectionStream]) -> None:
+        """While webhooks arrive, a member's collections are read every reconcile interval only.
+
+        The events keep sleeps, workouts and recoveries fresh (and, through them, the recent
+        cycles); the reads catch missed events and late strap syncs. A member rests when every
+        selected collection was read completely within the interval.
+        """
+        interval = self.run.reconcile_interval
+        if not interval or not self.run.webhooks_flowing:
+            return
+        stored = self.run.token_store.read()["members"]
+        since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=interval)
+        selected = [stream for stream in collections if stream.selected]
+        for member in self.run.members:
+            user_id = stored.get(member.key, {}).get("user_id")
+            if user_id is not None and all(
+                stream.read_since(user_id, since) for stream in selected
+            ):
+                self.run.resting.add(member.key)
+        if self.run.resting:
+            self.logger.info(
+                "webhooks arrive: %d of %d member(s) rest until their next reconciliation "
+                "(reconcile_interval_hours=%g)",
+                len(self.run.resting),
+                len(self.run.members),
+                interval / 3600,
+            )
 
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:

@@ -1,0 +1,209 @@
+"""Webhook events into the streams: each run first passes on what WHOOP announced.
+
+An `updated` event fetches exactly that record (a recovery through its sleep's cycle) and
+emits it into its collection, so that targets upsert it; a `deleted` event emits a deletion
+record. Neither moves a bookmark: only reading the collections does. Events are marked done
+once their records and a state after them are written; killed before, they are drained again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import typing as t
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tap_whoop.errors import MemberError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from tap_whoop.client import CollectionStream
+    from tap_whoop.http import MemberClient
+    from tap_whoop.inbox import Event
+    from tap_whoop.run import Member, Run
+
+logger = logging.getLogger("tap-whoop")
+
+CYCLES_REFRESH_DAYS = 2
+"""A sleep or workout event changes the member's recent cycles: these days are read again."""
+
+
+@dataclass
+class Drained:
+    """What a drain did, for the run's log line and for planning the rest of the run."""
+
+    events: int = 0
+    fetched: int = 0
+    deleted: int = 0
+    members: set[str] = field(default_factory=set)
+
+
+def drain_inbox(
+    run: Run, streams: Mapping[str, CollectionStream], write_state: Callable[[], None]
+) -> Drained:
+    """Emit the records the pending events of this run's members announce."""
+    drained = Drained()
+    if not run.inbox.exists():
+        return drained
+    user_ids = _stored_user_ids(run)
+    events = run.inbox.pending(user_ids)
+    if not events:
+        return drained
+    by_member: dict[int, list[Event]] = defaultdict(list)
+    for event in events:
+        by_member[event.user_id].append(event)
+    done: list[int] = []
+    for user_id, member_events in by_member.items():
+        member = run.members.by_key[user_ids[user_id]]
+        if member.failure:
+            continue
+        member.user_id = user_id
+        drain = _MemberDrain(run, streams, member, user_id, drained)
+        try:
+            drain.apply(member_events)
+        except MemberError as exc:
+            run.members.fail(member, drain.stream, exc)
+        done += drain.done
+    write_state()
+    run.inbox.mark_done(done)
+    drained.events = len(done)
+    logger.info(
+        "webhooks: %d event(s) of %d member(s) passed on: %d record(s) fetched, %d deleted",
+        drained.events,
+        len(drained.members),
+        drained.fetched,
+        drained.deleted,
+    )
+    return drained
+
+
+def _stored_user_ids(run: Run) -> dict[int, str]:
+    """WHOOP user id -> member key, for this run's members whose user id is known."""
+    stored = run.token_store.read()["members"]
+    found = {}
+    for member in run.members:
+        user_id = member.user_id or stored.get(member.key, {}).get("user_id")
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            found[user_id] = member.key
+    return found
+
+
+class _MemberDrain:
+    """One member's events, latest first per record, as requests and records."""
+
+    def __init__(
+        self,
+        run: Run,
+        streams: Mapping[str, CollectionStream],
+        member: Member,
+        user_id: int,
+        drained: Drained,
+    ) -> None:
+        self.run = run
+        self.streams = streams
+        self.member = member
+        self.user_id = user_id
+        self.drained = drained
+        self.done: list[int] = []
+        self.stream = "sleep"
+        self._client: MemberClient | None = None
+
+    @property
+    def client(self) -> MemberClient:
+        if self._client is None:
+            self._client = self.run.member_client(self.member.key)
+        return self._client
+
+    def apply(self, events: list[Event]) -> None:
+        latest: dict[tuple[str, str], Event] = {}
+        seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for event in events:
+            latest[(event.kind, event.record_id)] = event
+            seqs[(event.kind, event.record_id)].append(event.seq)
+        cycles_moved = False
+        for key, event in latest.items():
+            self.stream = event.kind
+            if event.kind == "recovery":
+                self._recovery(event)
+            else:
+                self._activity(event)
+                cycles_moved = True
+            self.done += seqs[key]
+            self.drained.members.add(self.member.key)
+        if cycles_moved:
+            self._refresh_cycles()
+
+    def _activity(self, event: Event) -> None:
+        stream = self.streams[event.kind]
+        record = None
+        if not event.deleted:
+            record = self.client.find(stream.by_id_path.format(id=event.record_id), stream.scope)
+        if record is None:
+            self._delete(stream, event.record_id)
+        else:
+            self._emit(stream, record)
+
+    def _recovery(self, event: Event) -> None:
+        """A recovery event names its sleep; the recovery is found by the sleep's cycle."""
+        stream = self.streams["recovery"]
+        cycle_id = self.run.inbox.cycle_of_sleep(self.user_id, event.record_id)
+        if cycle_id is None:
+            sleep_stream = self.streams["sleep"]
+            path = sleep_stream.by_id_path.format(id=event.record_id)
+            sleep = self.client.find(path, sleep_stream.scope)
+            if isinstance(sleep, dict) and isinstance(sleep.get("cycle_id"), int):
+                cycle_id = sleep["cycle_id"]
+                self._emit(sleep_stream, sleep)
+        if cycle_id is None:
+            logger.warning(
+                "webhooks: member %r: the recovery of sleep %s changed, but the sleep is gone "
+                "and no run saw it; the next reconciliation of recovery finds it",
+                self.member.key,
+                event.record_id,
+            )
+            return
+        record = None
+        if not event.deleted:
+            record = self.client.find(stream.by_id_path.format(id=cycle_id), stream.scope)
+            if record is None:
+                return  # not scored from this sleep (yet): nothing to pass on
+        if record is None:
+            self._delete(stream, str(cycle_id))
+        else:
+            self._emit(stream, record)
+
+    def _refresh_cycles(self) -> None:
+        """A sleep ends a cycle and a workout adds strain: the recent cycles are read again."""
+        stream = self.streams["cycles"]
+        if not stream.selected:
+            return
+        self.stream = stream.name
+        since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+            days=CYCLES_REFRESH_DAYS
+        )
+        page = self.client.get(
+            stream.path,
+            stream.scope,
+            {"limit": 25, "start": since.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
+        )
+        for record in (page or {}).get("records") or []:
+            self._emit(stream, record)
+
+    def _emit(self, stream: CollectionStream, record: t.Any) -> None:
+        context = {"user_id": self.user_id}
+        try:
+            stream.check_record(record, context)
+        except Exception as exc:  # a bad record waits for the collection's next read
+            logger.warning("webhooks: member %r: %s: %s", self.member.key, stream.name, exc)
+            return
+        processed = stream.filled(record, context)
+        stream.emit_directly(processed)
+        self.run.inbox.remember(self.user_id, stream.name, [stream.ledger_row(processed)])
+        self.drained.fetched += 1
+
+    def _delete(self, stream: CollectionStream, record_id: str) -> None:
+        stream.emit_directly(stream.deletion_record(self.user_id, record_id))
+        self.run.inbox.forget(self.user_id, stream.name, [record_id])
+        self.drained.deleted += 1

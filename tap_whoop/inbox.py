@@ -1,0 +1,280 @@
+"""The webhook inbox and the record ledger: what WHOOP told us, kept until the tap passes it on.
+
+The receiver (`tap-whoop webhooks`) adds events; each run drains them into the streams. The
+ledger is what the tap has emitted per member and stream: a full refresh compares it with
+what WHOOP still has, and a deleted sleep's recovery finds its cycle in it.
+
+`Inbox` is the interface; `SqliteInbox` is the embedded backend, a file beside the token store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+import typing as t
+from dataclasses import dataclass
+from pathlib import Path
+
+from tap_whoop.errors import TokenStoreError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Iterator
+
+EVENT_KINDS = ("sleep", "workout", "recovery")
+EVENT_TYPES = frozenset(
+    f"{kind}.{action}" for kind in EVENT_KINDS for action in ("updated", "deleted")
+)
+
+DONE_KEPT_SECONDS = 7 * 86_400
+"""How long a drained event is kept, so that WHOOP's late retries of it are known duplicates."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A webhook WHOOP sent: `record_id` is the record's id (for recovery events, its sleep's)."""
+
+    user_id: int
+    type: str
+    record_id: str
+    trace_id: str
+    received_at: float = 0.0
+    seq: int = 0
+
+    @property
+    def kind(self) -> str:
+        """`sleep`, `workout` or `recovery`: the stream the event is about."""
+        return self.type.partition(".")[0]
+
+    @property
+    def deleted(self) -> bool:
+        """Whether WHOOP says the record is gone."""
+        return self.type.endswith(".deleted")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A record the tap emitted: its key in its stream, its replication key, its links."""
+
+    record_id: str
+    key: str | None = None
+    sleep_id: str | None = None
+    cycle_id: int | None = None
+
+
+class Inbox(t.Protocol):
+    """Where webhook events wait for the tap, and the ledger of emitted records."""
+
+    def exists(self) -> bool:
+        """Whether anything was ever stored (reading a store that is not there creates it)."""
+
+    def add(self, event: Event) -> bool:
+        """Store `event` durably; False for a duplicate (its trace, or its record pending)."""
+
+    def pending(self, user_ids: Collection[int]) -> list[Event]:
+        """Events of these members not yet drained, oldest first."""
+
+    def mark_done(self, seqs: Iterable[int]) -> None:
+        """Drained: their records and the state covering them were emitted."""
+
+    def last_received_at(self) -> float | None:
+        """When the newest event arrived (epoch seconds), if any ever did."""
+
+    def remember(self, user_id: int, stream: str, rows: Iterable[LedgerRow]) -> None:
+        """Note records the tap emitted (a record seen again is updated)."""
+
+    def forget(self, user_id: int, stream: str, record_ids: Iterable[str]) -> None:
+        """Drop records the tap emitted as deleted."""
+
+    def known(self, user_id: int, stream: str) -> dict[str, str | None]:
+        """Record id -> replication key of everything the tap emitted in the member's stream."""
+
+    def cycle_of_sleep(self, user_id: int, sleep_id: str) -> int | None:
+        """The cycle of a sleep the tap emitted (or whose recovery it emitted)."""
+
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        trace_id TEXT NOT NULL UNIQUE,
+        received_at REAL NOT NULL,
+        done_at REAL
+    )
+    """,
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS events_pending_record
+        ON events (user_id, type, record_id) WHERE done_at IS NULL
+    """,
+    "CREATE INDEX IF NOT EXISTS events_done ON events (done_at)",
+    """
+    CREATE TABLE IF NOT EXISTS ledger (
+        user_id INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        key TEXT,
+        sleep_id TEXT,
+        cycle_id INTEGER,
+        PRIMARY KEY (user_id, stream, record_id)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS ledger_sleep ON ledger (user_id, sleep_id)",
+)
+_VERSION = 1
+
+
+class SqliteInbox:
+    """The embedded backend: one SQLite file (WAL, synchronous commits) shared by processes."""
+
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            try:
+                connection = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                if connection.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+                    with _transaction(connection):
+                        for statement in _SCHEMA:
+                            connection.execute(statement)
+                        connection.execute(f"PRAGMA user_version={_VERSION}")
+            except sqlite3.Error as exc:
+                raise TokenStoreError(
+                    f"cannot open the webhook inbox {self.path}: {exc}; check that its "
+                    "directory is writable and not full (set token_store_path elsewhere)"
+                ) from None
+            self._connection = connection
+        return self._connection
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            connection = self._connect()
+            try:
+                with _transaction(connection):
+                    yield connection
+            except sqlite3.Error as exc:
+                raise TokenStoreError(
+                    f"cannot write the webhook inbox {self.path}: {exc}"
+                ) from None
+
+    def _read(self, query: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
+        with self._lock:
+            try:
+                return self._connect().execute(query, params).fetchall()
+            except sqlite3.Error as exc:
+                raise TokenStoreError(f"cannot read the webhook inbox {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the connection (a later call opens it again)."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def exists(self) -> bool:
+        """Whether the file is there."""
+        return self._connection is not None or self.path.exists()
+
+    def add(self, event: Event) -> bool:
+        """Store `event` durably; False for a duplicate (its trace, or its record pending)."""
+        with self._writing() as connection:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO events (user_id, type, record_id, trace_id, received_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    event.user_id,
+                    event.type,
+                    event.record_id,
+                    event.trace_id,
+                    event.received_at or time.time(),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def pending(self, user_ids: Collection[int]) -> list[Event]:
+        """Events of these members not yet drained, oldest first."""
+        wanted = set(user_ids)
+        rows = self._read(
+            "SELECT user_id, type, record_id, trace_id, received_at, seq FROM events "
+            "WHERE done_at IS NULL ORDER BY seq"
+        )
+        return [Event(*row) for row in rows if row[0] in wanted]
+
+    def mark_done(self, seqs: Iterable[int]) -> None:
+        """Drained: their records and the state covering them were emitted."""
+        now = time.time()
+        with self._writing() as connection:
+            connection.executemany(
+                "UPDATE events SET done_at = ? WHERE seq = ?", [(now, seq) for seq in seqs]
+            )
+            connection.execute("DELETE FROM events WHERE done_at < ?", (now - DONE_KEPT_SECONDS,))
+
+    def last_received_at(self) -> float | None:
+        """When the newest event arrived (epoch seconds), if any ever did."""
+        return t.cast(float | None, self._read("SELECT max(received_at) FROM events")[0][0])
+
+    def remember(self, user_id: int, stream: str, rows: Iterable[LedgerRow]) -> None:
+        """Note records the tap emitted (a record seen again is updated)."""
+        values = [
+            (user_id, stream, row.record_id, row.key, row.sleep_id, row.cycle_id) for row in rows
+        ]
+        if not values:
+            return
+        with self._writing() as connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO ledger "
+                "(user_id, stream, record_id, key, sleep_id, cycle_id) VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+    def forget(self, user_id: int, stream: str, record_ids: Iterable[str]) -> None:
+        """Drop records the tap emitted as deleted."""
+        with self._writing() as connection:
+            connection.executemany(
+                "DELETE FROM ledger WHERE user_id = ? AND stream = ? AND record_id = ?",
+                [(user_id, stream, record_id) for record_id in record_ids],
+            )
+
+    def known(self, user_id: int, stream: str) -> dict[str, str | None]:
+        """Record id -> replication key of everything the tap emitted in the member's stream."""
+        rows = self._read(
+            "SELECT record_id, key FROM ledger WHERE user_id = ? AND stream = ?",
+            (user_id, stream),
+        )
+        return dict(rows)
+
+    def cycle_of_sleep(self, user_id: int, sleep_id: str) -> int | None:
+        """The cycle of a sleep the tap emitted (or whose recovery it emitted)."""
+        rows = self._read(
+            "SELECT cycle_id FROM ledger WHERE user_id = ? AND cycle_id IS NOT NULL AND "
+            "((stream = 'sleep' AND record_id = ?) OR (stream = 'recovery' AND sleep_id = ?)) "
+            "LIMIT 1",
+            (user_id, sleep_id, sleep_id),
+        )
+        return int(rows[0][0]) if rows else None
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

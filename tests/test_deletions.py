@@ -1,0 +1,184 @@
+"""Deletions reach every target, and webhook events are passed on by the next run.
+
+Three ways: webhook events drained from the inbox, the reconciliation of each incremental
+window against what the last run saw there, and a full refresh against the ledger.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing as t
+import uuid
+
+from tap_whoop.inbox import Event, SqliteInbox
+from conftest import PAST, run_tap, tap_config
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from whoop_sandbox import Sandbox
+
+
+def _inbox(config: dict[str, t.Any]) -> SqliteInbox:
+    from pathlib import Path
+
+    return SqliteInbox(Path(config["token_store_path"]).parent / "inbox.sqlite")
+
+
+def _deleted(records: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    return [record for record in records if record.get("_sdc_deleted_at")]
+
+
+def _partition(state: dict[str, t.Any], stream: str, user_id: int) -> dict[str, t.Any]:
+    for partition in state["bookmarks"][stream]["partitions"]:
+        if partition["context"] == {"user_id": user_id}:
+            return t.cast("dict[str, t.Any]", partition)
+    raise LookupError(stream)
+
+
+def _user_id(sandbox: Sandbox) -> int:
+    return sandbox.members[0].user_id
+
+
+def test_a_live_record_carries_a_null_deletion_mark(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    result = run_tap(tap_config(sandbox, tmp_path))
+    assert result.error is None
+    for stream in ("cycles", "recovery", "sleep", "workout"):
+        records = result.records(stream)
+        assert records
+        assert all(record["_sdc_deleted_at"] is None for record in records)
+
+
+def test_the_state_keeps_only_the_window_the_next_run_rereads(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST, history_days=400)
+    result = run_tap(tap_config(sandbox, tmp_path, lookback_days=3))
+    assert result.error is None
+    assert result.state is not None
+    sleep = _partition(result.state, "sleep", _user_id(sandbox))
+    assert len(result.records("sleep")) > 400
+    assert 0 < len(sleep["window_ids"]) <= 12  # about four days of sleeps and naps, not history
+
+
+def test_a_record_the_last_run_saw_in_the_window_and_whoop_no_longer_has_is_deleted(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = run_tap(config)
+    assert first.error is None
+    assert first.state is not None
+    state = copy.deepcopy(first.state)
+    workouts = _partition(state, "workout", _user_id(sandbox))
+    kept = workouts["window_ids"]
+    assert kept, "the window holds workouts"
+    vanished = str(uuid.uuid4())
+    workouts["window_ids"] = [*kept, [vanished, kept[0][1]]]
+
+    second = run_tap(config, state=state)
+
+    assert second.error is None
+    deleted = _deleted(second.records("workout"))
+    assert [record["id"] for record in deleted] == [vanished]
+    assert deleted[0]["user_id"] == _user_id(sandbox)
+    live = [r["id"] for r in second.records("workout") if not r["_sdc_deleted_at"]]
+    assert {row[0] for row in kept} <= set(live)
+
+
+def test_a_full_refresh_marks_deleted_what_the_ledger_holds_and_whoop_no_longer_has(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    assert run_tap(config).error is None
+    from tap_whoop.inbox import LedgerRow
+
+    vanished = str(uuid.uuid4())
+    _inbox(config).remember(
+        _user_id(sandbox), "sleep", [LedgerRow(vanished, "2020-01-01T00:00:00.000Z")]
+    )
+
+    again = run_tap(config)  # no state: a full refresh
+
+    assert again.error is None
+    assert [record["id"] for record in _deleted(again.records("sleep"))] == [vanished]
+    assert vanished not in _inbox(config).known(_user_id(sandbox), "sleep")
+
+
+def test_webhook_events_are_passed_on_by_the_next_run_without_moving_bookmarks(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = run_tap(config)
+    assert first.error is None
+    user_id = _user_id(sandbox)
+    sleep = first.records("sleep")[0]
+    workout = first.records("workout")[0]
+    inbox = _inbox(config)
+    inbox.add(Event(user_id, "sleep.updated", sleep["id"], "t1"))
+    inbox.add(Event(user_id, "workout.deleted", workout["id"], "t2"))
+    inbox.add(Event(user_id, "recovery.deleted", sleep["id"], "t3"))
+
+    second = run_tap(config, state=first.state)
+
+    assert second.error is None
+    assert sleep["id"] in {r["id"] for r in second.records("sleep") if not r["_sdc_deleted_at"]}
+    assert [r["id"] for r in _deleted(second.records("workout"))] == [workout["id"]]
+    assert [r["cycle_id"] for r in _deleted(second.records("recovery"))] == [sleep["cycle_id"]]
+    assert inbox.pending([user_id]) == []
+    for stream in ("sleep", "workout", "recovery"):
+        assert second.bookmark(stream, user_id) == first.bookmark(stream, user_id)
+
+
+def test_a_run_that_dies_while_passing_events_on_leaves_them_for_the_next(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path, max_request_attempts=2)
+    first = run_tap(config)
+    assert first.error is None
+    user_id = _user_id(sandbox)
+    workout = first.records("workout")[0]
+    inbox = _inbox(config)
+    inbox.add(Event(user_id, "workout.updated", workout["id"], "t1"))
+    sandbox.inject_fault(f"/v2/activity/workout/{workout['id']}", "500", times=2)
+
+    failed = run_tap(config, state=first.state)
+
+    assert failed.error is not None
+    assert [event.record_id for event in inbox.pending([user_id])] == [workout["id"]]
+    again = run_tap(config, state=first.state)
+    assert again.error is None
+    assert workout["id"] in {r["id"] for r in again.records("workout")}
+    assert inbox.pending([user_id]) == []
+
+
+def test_while_webhooks_arrive_a_member_read_within_the_interval_rests(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = run_tap(config)
+    assert first.error is None
+    user_id = _user_id(sandbox)
+    sleep = first.records("sleep")[0]
+    _inbox(config).add(Event(user_id, "sleep.updated", sleep["id"], "t1"))
+    sandbox.reset_stats()
+
+    second = run_tap(config, state=first.state)
+
+    assert second.error is None
+    paths = sandbox.stats()["by_path"]
+    assert set(paths) == {f"/v2/activity/sleep/{sleep['id']}", "/v2/cycle"}, paths
+    assert second.records("profile") == []
+    assert [r["id"] for r in second.records("sleep")] == [sleep["id"]]
+
+    every_run = run_tap({**config, "reconcile_interval_hours": 0}, state=second.state)
+    assert every_run.error is None
+    assert len(every_run.records("profile")) == 1
