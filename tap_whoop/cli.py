@@ -78,6 +78,7 @@ def build_command() -> click.Group:
     )
     group.add_command(auth)
     group.add_command(revoke)
+    group.add_command(webhooks)
     return group
 
 
@@ -318,3 +319,43 @@ def revoke(
     click.echo(
         revoke_member(run, key, local_only=local_only, also_disconnect=also_disconnect_shared)
     )
+
+
+@click.command(context_settings={"help_option_names": ["--help"]})
+@_CONFIG_OPTION
+@click.option(
+    "--host",
+    metavar="HOST",
+    help="Address to listen on (default: the webhook_host setting, 127.0.0.1): keep 127.0.0.1 "
+    "behind an https reverse proxy on this machine, 0.0.0.0 in a container.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Port to listen on (default: the webhook_port setting, 8787); 0 picks a free port.",
+)
+@click.pass_context
+def webhooks(
+    ctx: click.Context, configs: tuple[str, ...], host: str | None, port: int | None
+) -> None:
+    """Receive WHOOP's webhooks at /webhooks/whoop until SIGTERM or Ctrl-C.
+
+    Each signed event of a member in the token store is kept in the inbox beside it; the tap
+    reads the records they name on its next run. See docs/webhooks.md.
+    """
+    from tap_whoop.webhooks import serve  # its server and HTTP parsing load for it alone
+
+    run = _run(ctx, configs)
+    _log_service()
+    serve(run, host=host, port=port)
+
+
+def _log_service() -> None:
+    """A service: what it stores and refuses (INFO), and waitress's own warnings, one line each."""
+    logger = logging.getLogger("tap-whoop")
+    logger.setLevel(logging.INFO)
+    server_logger = logging.getLogger("waitress")
+    server_logger.handlers = list(logger.handlers)
+    server_logger.setLevel(logging.WARNING)
+    server_logger.propagate = False

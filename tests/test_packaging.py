@@ -14,7 +14,11 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-WEB = {"flask", "werkzeug"}
+WEB = {"flask", "werkzeug", "waitress"}
+#: The webhook receiver's server and request parsing: a plain install has them (one command
+#: installs the receiver), and only its module imports them, so a sync never loads them.
+RECEIVER = {"werkzeug", "waitress"}
+RECEIVER_MODULE = "tap_whoop/webhooks.py"
 NEEDS_FLASK = "tap-whoop-sandbox: error: the sandbox needs Flask: pip install 'tap-whoop[sandbox]'"
 
 # Loads the sandbox CLI as the installed `tap-whoop-sandbox` script does, on a Python where
@@ -62,7 +66,9 @@ def _console_scripts(wheel: zipfile.ZipFile) -> dict[str, str]:
     return scripts
 
 
-def test_web_framework_only_in_extras(wheel: zipfile.ZipFile) -> None:
+def test_web_framework_only_in_extras_and_the_receivers_server_in_the_install(
+    wheel: zipfile.ZipFile,
+) -> None:
     metadata = Parser().parsestr(_dist_info(wheel, "METADATA"))
     requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist", [])]
     # (web package, extra that pulls it); "" is a plain `pip install tap-whoop`
@@ -73,9 +79,10 @@ def test_web_framework_only_in_extras(wheel: zipfile.ZipFile) -> None:
         for extra in ("", "sandbox", "dev", "other")
         if req.marker is None or req.marker.evaluate({"extra": extra})
     }
-    # werkzeug comes with Flask; `dev` includes `tap-whoop[sandbox]`, which hatchling writes out
-    # as dev's own flask requirement.
-    assert pulled == {("flask", "sandbox"), ("flask", "dev")}
+    # `dev` includes `tap-whoop[sandbox]`, which hatchling writes out as dev's own flask
+    # requirement; the receiver's packages come with every install, whatever the extra.
+    receiver = {(name, extra) for name in RECEIVER for extra in ("", "sandbox", "dev", "other")}
+    assert pulled == {("flask", "sandbox"), ("flask", "dev"), *receiver}
     assert "sandbox" in metadata.get_all("Provides-Extra", [])
 
 
@@ -92,12 +99,16 @@ def test_wheel_holds_both_packages(wheel: zipfile.ZipFile) -> None:
     assert not [name for name in wheel.namelist() if name.startswith("tap_whoop/sandbox/")]
 
 
-def test_tap_never_imports_web_framework_or_sandbox(wheel: zipfile.ZipFile) -> None:
-    forbidden = {*WEB, "whoop_sandbox"}
+def test_only_the_receiver_imports_a_web_server_and_nothing_the_sandbox(
+    wheel: zipfile.ZipFile,
+) -> None:
     found = []
     for name in wheel.namelist():
         if not (name.startswith("tap_whoop/") and name.endswith(".py")):
             continue
+        forbidden = (
+            {"flask", "whoop_sandbox"} if name == RECEIVER_MODULE else {*WEB, "whoop_sandbox"}
+        )
         for node in ast.walk(ast.parse(wheel.read(name), filename=name)):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
