@@ -9,20 +9,19 @@ from __future__ import annotations
 import copy
 import typing as t
 import uuid
+from pathlib import Path
 
-from tap_whoop.inbox import Event, SqliteInbox
 from conftest import PAST, run_tap, tap_config
+
+from tap_whoop.inbox import Event, LedgerRow, SqliteInbox
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from whoop_sandbox import Sandbox
 
 
 def _inbox(config: dict[str, t.Any]) -> SqliteInbox:
-    from pathlib import Path
-
     return SqliteInbox(Path(config["token_store_path"]).parent / "inbox.sqlite")
 
 
@@ -96,7 +95,6 @@ def test_a_full_refresh_marks_deleted_what_the_ledger_holds_and_whoop_no_longer_
     sandbox = start_sandbox(now=PAST)
     config = tap_config(sandbox, tmp_path)
     assert run_tap(config).error is None
-    from tap_whoop.inbox import LedgerRow
 
     vanished = str(uuid.uuid4())
     _inbox(config).remember(
@@ -182,3 +180,51 @@ def test_while_webhooks_arrive_a_member_read_within_the_interval_rests(
     every_run = run_tap({**config, "reconcile_interval_hours": 0}, state=second.state)
     assert every_run.error is None
     assert len(every_run.records("profile")) == 1
+
+
+def _events_of(changes: list[dict[str, t.Any]]) -> list[Event]:
+    return [Event(c["user_id"], c["type"], str(c["id"]), c["trace_id"]) for c in changes]
+
+
+def test_a_deleted_sleeps_recovery_is_marked_by_its_cycle_though_the_sleep_is_gone(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = run_tap(config)
+    assert first.error is None
+    main = next(s for s in first.records("sleep") if not s["nap"])
+    changes = sandbox.delete_record("alice", "sleep", main["id"])
+    assert {c["type"] for c in changes} == {"sleep.deleted", "recovery.deleted"}
+    inbox = _inbox(config)
+    for event in _events_of(changes):
+        inbox.add(event)
+
+    second = run_tap(config, state=first.state)
+
+    assert second.error is None
+    assert [r["id"] for r in _deleted(second.records("sleep"))] == [main["id"]]
+    assert [r["cycle_id"] for r in _deleted(second.records("recovery"))] == [main["cycle_id"]]
+
+
+def test_deletions_whoop_never_announced_are_found_in_the_window_and_by_a_full_refresh(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST, history_days=30)
+    config = tap_config(sandbox, tmp_path, lookback_days=3)
+    first = run_tap(config)
+    assert first.error is None
+    workouts = first.records("workout")  # newest first
+    recent, old = workouts[0], workouts[-1]
+    sandbox.delete_record("alice", "workout", recent["id"])
+    sandbox.delete_record("alice", "workout", old["id"])
+
+    incremental = run_tap(config, state=first.state)
+    assert incremental.error is None
+    assert [r["id"] for r in _deleted(incremental.records("workout"))] == [recent["id"]]
+
+    full = run_tap(config)
+    assert full.error is None
+    assert [r["id"] for r in _deleted(full.records("workout"))] == [old["id"]]
+    live = {r["id"] for r in full.records("workout") if not r["_sdc_deleted_at"]}
+    assert live == {w["id"] for w in sandbox.records("alice", "workout")}
