@@ -31,7 +31,8 @@ def _period() -> list[th.Property]:
 
 SCORE_STATE = th.Property(
     "score_state",
-    th.StringType(allowed_values=["SCORED", "PENDING_SCORE", "UNSCORABLE"]),
+    # null: a deletion record's (an enum must list null for a nullable property to allow it)
+    th.StringType(allowed_values=["SCORED", "PENDING_SCORE", "UNSCORABLE", None]),
 )
 
 DELETED_AT = th.Property(

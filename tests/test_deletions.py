@@ -11,13 +11,17 @@ import typing as t
 import uuid
 from pathlib import Path
 
+import pytest
 from conftest import PAST, run_tap, tap_config
+from jsonschema import Draft7Validator
 
 from tap_whoop.inbox import Event, LedgerRow, SqliteInbox
+from tap_whoop.tap import TapWhoop
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
+    from tap_whoop.client import CollectionStream
     from whoop_sandbox import Sandbox
 
 
@@ -228,3 +232,17 @@ def test_deletions_whoop_never_announced_are_found_in_the_window_and_by_a_full_r
     assert [r["id"] for r in _deleted(full.records("workout"))] == [old["id"]]
     live = {r["id"] for r in full.records("workout") if not r["_sdc_deleted_at"]}
     assert live == {w["id"] for w in sandbox.records("alice", "workout")}
+
+
+@pytest.mark.parametrize("stream", ["cycles", "recovery", "sleep", "workout"])
+def test_a_deletion_record_passes_its_streams_schema_as_targets_validate_it(
+    stream: str, config: dict[str, t.Any]
+) -> None:
+    tap = TapWhoop(config=config, validate_config=False)
+    collection = t.cast("CollectionStream", tap.streams[stream])
+    record = collection.deletion_record(
+        10129, "1" if stream in ("cycles", "recovery") else str(uuid.uuid4())
+    )
+    validator = Draft7Validator(collection.schema, format_checker=Draft7Validator.FORMAT_CHECKER)
+    assert [error.message for error in validator.iter_errors(record)] == []
+    assert record["_sdc_deleted_at"] is not None

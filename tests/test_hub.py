@@ -41,11 +41,15 @@ DRILL_DOWNS = {
     "workout_by_id",
 }
 
-#: JSON Schema type of a setting -> Meltano setting kind.
+#: JSON Schema type of a setting -> Meltano setting kind. Numbers are declared as text
+#: (NUMBERS_AS_TEXT): Meltano 4.4 casts a `decimal` setting given by environment variable to
+#: Python's Decimal and then fails to write the plugin's config ("Object of type Decimal is not
+#: JSON serializable"); the tap reads a number from text itself.
+NUMBERS_AS_TEXT = "string"
 KINDS = {
     "string": "string",
     "integer": "integer",
-    "number": "decimal",
+    "number": NUMBERS_AS_TEXT,
     "boolean": "boolean",
     "array": "array",
     "object": "object",
@@ -227,7 +231,7 @@ def expected_setting(name: str, prop: dict[str, t.Any]) -> dict[str, t.Any]:
     """The Hub setting that says what the tap's schema says of setting `name`.
 
     Kinds: a secret string is `password`; a date-time string `date_iso8601`; otherwise the
-    JSON type's kind (`decimal` for numbers). Secrets of any type are `sensitive`. The
+    JSON type's kind (text for numbers, see `KINDS`). Secrets of any type are `sensitive`. The
     default, when the tap has one, is the setting's `value`.
     """
     types = prop.get("type")
