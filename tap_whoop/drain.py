@@ -123,7 +123,8 @@ class _MemberDrain:
             latest[(event.kind, event.record_id)] = event
             seqs[(event.kind, event.record_id)].append(event.seq)
         cycles_moved = False
-        for key, event in latest.items():
+        # a sleep first: its recovery is then found through the cycle the sleep names
+        for key, event in sorted(latest.items(), key=lambda item: item[1].kind == "recovery"):
             self.stream = event.kind
             if event.kind == "recovery":
                 self._recovery(event)
