@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from tap_whoop.errors import MemberError
+from tap_whoop.settings import parse_time
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -26,8 +27,8 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("tap-whoop")
 
-CYCLES_REFRESH_DAYS = 2
-"""A sleep or workout event changes the member's recent cycles: these days are read again."""
+CYCLES_BEFORE_THE_NIGHT = datetime.timedelta(days=1)
+"""A new night's sleep opens a cycle and closes the one before: read from a day before it."""
 
 
 @dataclass
@@ -122,29 +123,33 @@ class _MemberDrain:
         for event in events:
             latest[(event.kind, event.record_id)] = event
             seqs[(event.kind, event.record_id)].append(event.seq)
-        cycles_moved = False
+        nights: list[datetime.datetime] = []
         # a sleep first: its recovery is then found through the cycle the sleep names
         for key, event in sorted(latest.items(), key=lambda item: item[1].kind == "recovery"):
             self.stream = event.kind
             if event.kind == "recovery":
                 self._recovery(event)
-            else:
-                self._activity(event)
-                cycles_moved = True
+            elif night := self._activity(event):
+                nights.append(night)
             self.done += seqs[key]
             self.drained.members.add(self.member.key)
-        if cycles_moved:
-            self._refresh_cycles()
+        if nights:
+            self._refresh_cycles(min(nights) - CYCLES_BEFORE_THE_NIGHT)
 
-    def _activity(self, event: Event) -> None:
+    def _activity(self, event: Event) -> datetime.datetime | None:
+        """A sleep or workout; the start of a night's sleep whose cycle no run has emitted."""
         stream = self.streams[event.kind]
         record = None
         if not event.deleted:
             record = self.client.find(stream.by_id_path.format(id=event.record_id), stream.scope)
         if record is None:
             self._delete(stream, event.record_id)
-        else:
-            self._emit(stream, record)
+            return None
+        if not self._emit(stream, record) or event.kind != "sleep" or record.get("nap"):
+            return None
+        if str(record.get("cycle_id")) in self.run.inbox.known(self.user_id, "cycles"):
+            return None
+        return parse_time(record["start"])
 
     def _recovery(self, event: Event) -> None:
         """A recovery event names its sleep; the recovery is found by the sleep's cycle."""
@@ -175,34 +180,41 @@ class _MemberDrain:
         else:
             self._emit(stream, record)
 
-    def _refresh_cycles(self) -> None:
-        """A sleep ends a cycle and a workout adds strain: the recent cycles are read again."""
+    def _refresh_cycles(self, since: datetime.datetime) -> None:
+        """A night's sleep closes a cycle and opens the next: the recent cycles are read again.
+
+        Once per new cycle: WHOOP sends no cycle events, and a cycle's strain, which every
+        workout moves, is final when the cycle closes (read here, the morning after) or is
+        read at the member's reconciliation, whichever comes first.
+        """
         stream = self.streams["cycles"]
         if not stream.selected:
             return
         self.stream = stream.name
-        since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
-            days=CYCLES_REFRESH_DAYS
-        )
         page = self.client.get(
             stream.path,
             stream.scope,
-            {"limit": 25, "start": since.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
+            {
+                "limit": 25,
+                "start": since.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            },
         )
         for record in (page or {}).get("records") or []:
             self._emit(stream, record)
 
-    def _emit(self, stream: CollectionStream, record: t.Any) -> None:
+    def _emit(self, stream: CollectionStream, record: t.Any) -> bool:
+        """Emit a fetched record; False (and a warning) for one that fails the stream's checks."""
         context = {"user_id": self.user_id}
         try:
             stream.check_record(record, context)
         except Exception as exc:  # a bad record waits for the collection's next read
             logger.warning("webhooks: member %r: %s: %s", self.member.key, stream.name, exc)
-            return
+            return False
         processed = stream.filled(record, context)
         stream.emit_directly(processed)
         self.run.inbox.remember(self.user_id, stream.name, [stream.ledger_row(processed)])
         self.drained.fetched += 1
+        return True
 
     def _delete(self, stream: CollectionStream, record_id: str) -> None:
         stream.emit_directly(stream.deletion_record(self.user_id, record_id))

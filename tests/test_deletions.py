@@ -177,7 +177,7 @@ def test_while_webhooks_arrive_a_member_read_within_the_interval_rests(
 
     assert second.error is None
     paths = sandbox.stats()["by_path"]
-    assert set(paths) == {f"/v2/activity/sleep/{sleep['id']}", "/v2/cycle"}, paths
+    assert set(paths) == {f"/v2/activity/sleep/{sleep['id']}"}, paths
     assert second.records("profile") == []
     assert [r["id"] for r in second.records("sleep")] == [sleep["id"]]
 
@@ -246,3 +246,31 @@ def test_a_deletion_record_passes_its_streams_schema_as_targets_validate_it(
     validator = Draft7Validator(collection.schema, format_checker=Draft7Validator.FORMAT_CHECKER)
     assert [error.message for error in validator.iter_errors(record)] == []
     assert record["_sdc_deleted_at"] is not None
+
+
+def test_a_new_nights_sleep_brings_its_new_cycle_with_one_page_of_cycles(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = run_tap(config)
+    assert first.error is None
+    known_cycles = {c["id"] for c in first.records("cycles")}
+    sandbox.clear_webhook_log()
+    sandbox.advance(days=2)  # the first run saw tonight's cycle open; the next night's is new
+    inbox = _inbox(config)
+    for event in _events_of(sandbox.webhook_log()):
+        inbox.add(event)
+    sandbox.reset_stats()
+
+    second = run_tap(config, state=first.state)
+
+    assert second.error is None
+    paths = sandbox.stats()["by_path"]
+    assert paths["/v2/cycle"] == 1, paths
+    assert not {"/v2/activity/sleep", "/v2/activity/workout", "/v2/recovery"} & set(paths)
+    new_cycles = {c["id"] for c in second.records("cycles")} - known_cycles
+    assert new_cycles, "the cycle the night's sleep opened"
+    nights = [s for s in second.records("sleep") if not s["nap"]]
+    newest = max(nights, key=lambda sleep: sleep["start"])
+    assert newest["cycle_id"] in new_cycles
