@@ -421,18 +421,28 @@ class CollectionStream(WhoopStream):
         state["window_ids"] = self.ids_to_keep(state, seen)
         state["polled_at"] = _iso(datetime.datetime.now(datetime.timezone.utc))
 
-    def read_since(self, user_id: int, since: datetime.datetime) -> bool:
-        """Whether the member's collection was read completely after `since`."""
+    def forget_in_window(self, user_id: int, record_id: str) -> None:
+        """A deletion passed on: the next reconciliation need not confirm it again."""
+        if (partition := self._partition_of(user_id)) and partition.get("window_ids"):
+            partition["window_ids"] = [
+                pair for pair in partition["window_ids"] if pair[0] != record_id
+            ]
+
+    def _partition_of(self, user_id: int) -> dict[str, t.Any] | None:
         for partition in self.stream_state.get("partitions") or []:
             if partition.get("context") == {"user_id": user_id}:
-                polled = partition.get("polled_at")
-                if not polled or not partition.get("replication_key_value"):
-                    return False
-                try:
-                    return parse_time(polled) >= since
-                except ValueError:
-                    return False
-        return False
+                return t.cast("dict[str, t.Any]", partition)
+        return None
+
+    def read_since(self, user_id: int, since: datetime.datetime) -> bool:
+        """Whether the member's collection was read completely after `since`."""
+        partition = self._partition_of(user_id)
+        if not partition or not partition.get("replication_key_value"):
+            return False
+        try:
+            return parse_time(str(partition.get("polled_at"))) >= since
+        except ValueError:
+            return False
 
     def expected_ids(
         self, state: dict[str, t.Any], start: datetime.datetime | None, user_id: int | None

@@ -219,4 +219,5 @@ class _MemberDrain:
     def _delete(self, stream: CollectionStream, record_id: str) -> None:
         stream.emit_directly(stream.deletion_record(self.user_id, record_id))
         self.run.inbox.forget(self.user_id, stream.name, [record_id])
+        stream.forget_in_window(self.user_id, record_id)
         self.drained.deleted += 1

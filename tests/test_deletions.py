@@ -136,6 +136,9 @@ def test_webhook_events_are_passed_on_by_the_next_run_without_moving_bookmarks(
     assert inbox.pending([user_id]) == []
     for stream in ("sleep", "workout", "recovery"):
         assert second.bookmark(stream, user_id) == first.bookmark(stream, user_id)
+    assert second.state is not None
+    window = _partition(second.state, "workout", user_id)["window_ids"]
+    assert workout["id"] not in {record_id for record_id, _ in window}  # not confirmed twice
 
 
 def test_a_run_that_dies_while_passing_events_on_leaves_them_for_the_next(
