@@ -337,6 +337,11 @@ class WhoopStream(RESTStream[str | None]):
             return self.path
 
 
+LEDGER_BATCH = 500
+"""Emitted records noted in the ledger at a time: memory stays flat over any history."""
+MAX_PENDING_HOLD = datetime.timedelta(days=14)
+"""How far behind the newest record a pending score can hold the next window's start."""
+
 _UNSORTED_MARKERS = {"Note": "Progress is not resumable if interrupted."}
 """The progress markers the SDK starts an unsorted stream's partition with."""
 
@@ -402,24 +407,42 @@ class CollectionStream(WhoopStream):
                 "the stream completes (an interrupted stream is read again next run)",
                 self.name,
             )
-        seen: dict[str, str] = {}
+        wanted = set(expected)
+        found: set[str] = set()
+        recent: dict[str, str] = {}  # what the next window may re-read (newest records first)
+        horizon: datetime.datetime | None = None
         ledger: list[LedgerRow] = []
         try:
             for record in super().get_records(context):
                 record_id = self.record_id(record)
-                seen[record_id] = record[self.replication_key or "start"]
+                if record_id in wanted:
+                    found.add(record_id)
+                key = record[self.replication_key or "start"]
+                moment = parse_time(key)
+                if horizon is None:
+                    horizon = moment - self.lookback - self.filter_lag - MAX_PENDING_HOLD
+                if moment >= horizon:
+                    recent[record_id] = key
                 ledger.append(self.ledger_row(record))
+                if len(ledger) >= LEDGER_BATCH and member.user_id is not None:
+                    self.run.inbox.remember(member.user_id, self.name, ledger)
+                    ledger = []
                 yield record
         finally:
             if member.user_id is not None:
                 self.run.inbox.remember(member.user_id, self.name, ledger)
         if member.skips(self.name) or member.user_id is None:
             return
-        gone = [record_id for record_id in expected if record_id not in seen]
+        gone = [record_id for record_id in expected if record_id not in found]
         if gone:
             self.reconcile(member.key, member.user_id, gone)
-        state["window_ids"] = self.ids_to_keep(state, seen)
+        state["window_ids"] = self.ids_to_keep(state, recent)
         state["polled_at"] = _iso(datetime.datetime.now(datetime.timezone.utc))
+
+    @property
+    def lookback(self) -> datetime.timedelta:
+        """How far before the bookmark each incremental window opens (`lookback_days`)."""
+        return datetime.timedelta(days=int(self.config.get("lookback_days", 0)))
 
     def forget_in_window(self, user_id: int, record_id: str) -> None:
         """A deletion passed on: the next reconciliation need not confirm it again."""
@@ -487,8 +510,7 @@ class CollectionStream(WhoopStream):
         edge = max(moments.values())
         if signpost := state.get("replication_key_signpost"):
             edge = min(edge, parse_time(signpost))
-        edge -= datetime.timedelta(days=int(self.config.get("lookback_days", 0)))
-        edge -= self.filter_lag
+        edge -= self.lookback + self.filter_lag
         return [[record_id, seen[record_id]] for record_id, at in moments.items() if at >= edge]
 
     def reconcile(self, member_key: str, user_id: int, gone: list[str]) -> None:
@@ -627,7 +649,7 @@ class CollectionStream(WhoopStream):
         if start is None:
             return None
         if self.get_context_state(context).get("replication_key_value"):
-            start -= datetime.timedelta(days=int(self.config.get("lookback_days", 0)))
+            start -= self.lookback
             start -= self.filter_lag
             if start_date := self.config.get("start_date"):
                 start = max(start, parse_time(start_date))
