@@ -85,7 +85,69 @@ class _NotAStoreError(TokenStoreError):
     """The store file holds something other than a token store (torn, edited, foreign)."""
 
 
-class TokenStore:
+class TokenStorage(t.Protocol):
+    """Where every member's tokens live: `TokenStore` (a file) or a PostgreSQL database.
+
+    The content is a document `{"version": 1, "members": {key: entry}}`. Every
+    read-refresh-write cycle holds `locked()` (re-entrant) across processes, and on the same
+    terms: `record` and `write` are durable before they return, `snapshot`/`restore` put back
+    exactly what was there, and `prove_writable` shows a write would succeed.
+    """
+
+    @property
+    def path(self) -> Path | str:
+        """Where the store is, for messages (never with a password)."""
+
+    def locked(self) -> t.ContextManager[None]:
+        """Hold the lock every read-refresh-write cycle needs."""
+
+    def read(self) -> dict[str, t.Any]:
+        """The store's content."""
+
+    def write(self, data: dict[str, t.Any]) -> None:
+        """Persist `data` durably (a rotated token)."""
+
+    def record(self, data: dict[str, t.Any]) -> None:
+        """Write `data` before a token is spent, the way the rotated token will be written."""
+
+    def snapshot(self) -> t.Any:
+        """The store's exact content, to put back with `restore`."""
+
+    def restore(self, snapshot: t.Any) -> None:
+        """Put back what `snapshot` took; best effort."""
+
+    def prove_writable(self) -> None:
+        """Show, before a token is spent, that the store can be written as it will be."""
+
+    def remove_member(self, key: str) -> bool:
+        """Forget a member (after revoking); True when it was there."""
+
+    def update_member(self, key: str, **fields: t.Any) -> None:
+        """Add facts (not tokens) to a member's entry, e.g. the WHOOP user id it belongs to."""
+
+
+class MemberEdits:
+    """`remove_member` and `update_member`, for any store with `locked`, `read` and `write`."""
+
+    def remove_member(self: TokenStorage, key: str) -> bool:
+        """Forget a member (after revoking); True when it was there."""
+        with self.locked():
+            data = self.read()
+            found = data["members"].pop(key, None) is not None
+            if found:
+                self.write(data)
+        return found
+
+    def update_member(self: TokenStorage, key: str, **fields: t.Any) -> None:
+        """Add facts (not tokens) to a member's entry, e.g. the WHOOP user id it belongs to."""
+        with self.locked():
+            data = self.read()
+            if key in data["members"]:
+                data["members"][key].update(fields)
+                self.write(data)
+
+
+class TokenStore(MemberEdits):
     """A JSON file of every member's tokens: mode 0600 in a 0700 directory, written durably.
 
     A symlinked store is followed: the real file is locked and written, the link stays. A store
@@ -141,8 +203,21 @@ class TokenStore:
     def read(self) -> dict[str, t.Any]:
         """Return the store's content; a store that cannot be read is an error, never replaced.
 
-        A store torn by a killed in-place write is first restored from the journal it left.
+        A store torn by a killed in-place write is first restored from the journal it left. A
+        store `tap-whoop store copy` moved to a database is refused: spending its tokens here
+        would kill the database's copies.
         """
+        data = self.export()
+        if isinstance(moved := data.get("moved_to"), str):
+            raise TokenStoreError(
+                f"token store {self.path} was moved to {moved} by `tap-whoop store copy`: set "
+                "store_url to that database (the tokens in this file are no longer current; "
+                'to use the file again instead, delete its "moved_to" entry)'
+            )
+        return data
+
+    def export(self) -> dict[str, t.Any]:
+        """The store's content, even when it was moved to a database (for `store copy`)."""
         try:
             return self._read()
         except _NotAStoreError:
@@ -150,6 +225,23 @@ class TokenStore:
                 raise
         with self.locked():
             return self._read()
+
+    def mark_moved(self, where: str) -> None:
+        """Record (under the lock) that the tokens now live in `where`: `read` refuses from now."""
+        with self.locked():
+            data = self.export()
+            data["moved_to"] = where
+            data["moved_at"] = _utc_now()
+            try:
+                self._commit(_dump(data))
+            except OSError as exc:
+                raise TokenStoreError(
+                    self._cannot_write(
+                        exc,
+                        f"the tokens were copied to {where}, but this file "
+                        "was not marked as moved: stop using it (set store_url)",
+                    )
+                ) from None
 
     def _read(self) -> dict[str, t.Any]:
         try:
@@ -373,23 +465,6 @@ class TokenStore:
             raise TokenStoreError(
                 self._cannot_write(exc, "the tokens left by an interrupted run were kept")
             ) from None
-
-    def remove_member(self, key: str) -> bool:
-        """Forget a member (after revoking); True when it was there."""
-        with self.locked():
-            data = self.read()
-            found = data["members"].pop(key, None) is not None
-            if found:
-                self.write(data)
-        return found
-
-    def update_member(self, key: str, **fields: t.Any) -> None:
-        """Add facts (not tokens) to a member's entry, e.g. the WHOOP user id it belongs to."""
-        with self.locked():
-            data = self.read()
-            if key in data["members"]:
-                data["members"][key].update(fields)
-                self.write(data)
 
     def beside(self, name: str) -> Path:
         """A file in the store's private directory, for state other tap processes share."""
@@ -683,7 +758,7 @@ class MemberAuth:
         self,
         key: str,
         configured_refresh_token: str | None,
-        store: TokenStore,
+        store: TokenStorage,
         app: WhoopApp,
     ) -> None:
         self.key = key
@@ -847,7 +922,7 @@ class MemberAuth:
 
 
 def store_consent(
-    store: TokenStore, key: str, tokens: dict[str, t.Any], configured_refresh_token: str | None
+    store: TokenStorage, key: str, tokens: dict[str, t.Any], configured_refresh_token: str | None
 ) -> None:
     """Record a member's freshly consented tokens, replacing what the store had for them.
 

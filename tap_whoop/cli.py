@@ -34,11 +34,13 @@ from tap_whoop.consent import (
     revoke_member,
 )
 from tap_whoop.errors import ConfigError, Invocation, TapWhoopError
+from tap_whoop.inbox import SqliteInbox
 from tap_whoop.run import Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
     DEFAULT_MEMBER,
     configured_members,
+    store_url_problem,
     too_deep,
     unknown_settings,
     validated,
@@ -79,6 +81,7 @@ def build_command() -> click.Group:
     group.add_command(auth)
     group.add_command(revoke)
     group.add_command(webhooks)
+    group.add_command(store)
     return group
 
 
@@ -359,3 +362,69 @@ def _log_service() -> None:
     server_logger.handlers = list(logger.handlers)
     server_logger.setLevel(logging.WARNING)
     server_logger.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["--help"]})
+def store() -> None:
+    """Where the token store, the webhook inbox and the rate-limit window live (see `copy`)."""
+
+
+@store.command("copy", context_settings={"help_option_names": ["--help"]})
+@_CONFIG_OPTION
+@click.option(
+    "--to",
+    "target",
+    metavar="URL",
+    help="The PostgreSQL database, postgresql://USER:PASSWORD@HOST:PORT/DATABASE (default: the "
+    "store_url setting, which keeps the password off the command line).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a member the database holds with an unrelated token (neither rotated from "
+    "the other) by the file's; without it such a copy is refused and nothing is copied.",
+)
+@click.pass_context
+def copy_store(
+    ctx: click.Context, configs: tuple[str, ...], target: str | None, overwrite: bool
+) -> None:
+    """Copy the token store and webhook inbox files into PostgreSQL, spending no token.
+
+    Every member's tokens (as they are: nothing is refreshed), the inbox's events and the
+    ledger of emitted records go to the database; the files are then marked as moved, so a run
+    still configured without store_url stops instead of spending tokens the database holds. A
+    member the database already has is decided by token lineage, never by clocks: the same
+    token is left; a token rotated from the other one is newer and wins; unrelated tokens are
+    refused (see --overwrite). Stop the tap's schedules and `tap-whoop webhooks` first, then set
+    store_url everywhere.
+    """
+    from tap_whoop.pgstore import Database, copy_file_store
+
+    run = _run(ctx, configs)
+    url = target or run.config.get("store_url")
+    if not url:
+        raise ConfigError(
+            "say where to copy to: --to postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or set "
+            "store_url"
+        )
+    if problem := store_url_problem(str(url)):
+        raise ConfigError(f"--to {problem}" if target else f"store_url {problem}")
+    source = run.file_token_store
+    inbox_path = run.file_inbox_path
+    inbox = SqliteInbox(inbox_path) if inbox_path.exists() else None
+    database = Database(str(url))
+    report = copy_file_store(source, inbox, database, overwrite=overwrite)
+    click.echo(
+        f"Copied the token store {source.path} to {database.where} without spending any token:"
+    )
+    for line in report.lines() or ["  (no members)"]:
+        click.echo(line)
+    if inbox is not None:
+        click.echo(
+            f"Webhook inbox {inbox_path}: {report.events} event(s) and {report.ledger_rows} "
+            "ledger row(s) copied."
+        )
+    click.echo(
+        f"{source.path} is now marked as moved: set store_url everywhere this app runs (the tap "
+        "and `tap-whoop webhooks`); a run without it refuses the file."
+    )

@@ -80,21 +80,36 @@ class StaleTokenError(RetriableAPIError):
     """A 401 on a token that may simply be stale: one refresh, then one retry."""
 
 
+class SharedWindow(t.Protocol):
+    """A sliding request window kept outside the process (`tap_whoop.pgstore.PostgresWindow`)."""
+
+    def acquire(self) -> None:
+        """Block until the window has room for one more request, and take it."""
+
+
 class AppPacer:
     """Spends one WHOOP app's rate limit for all of its members.
 
-    A sliding-window limiter (pyrate-limiter) enforces `max_requests_per_minute`; given a
-    `shared_file`, its window lives in SQLite there, so that every tap process of the app on this
-    machine (one job per member, overlapping schedules) stays under the ceiling together. On top
-    of it, WHOOP's own counters slow requests down before the window runs dry, and a 429 halves
-    the request rate, which then grows back by one request per minute per success (AIMD).
+    A sliding-window limiter enforces `max_requests_per_minute`. Given a `shared_file`, its window
+    (pyrate-limiter's) lives in SQLite there, so that every tap process of the app on this machine
+    (one job per member, overlapping schedules) stays under the ceiling together; given a
+    `shared_window` (PostgreSQL, the `store_url` setting), every process of the app on any machine
+    does. On top of it, WHOOP's own counters slow requests down before the window runs dry, and a
+    429 halves the request rate, which then grows back by one request per minute per success
+    (AIMD).
     """
 
-    def __init__(self, max_requests_per_minute: int, shared_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        max_requests_per_minute: int,
+        shared_file: Path | None = None,
+        shared_window: SharedWindow | None = None,
+    ) -> None:
         self.ceiling = float(max_requests_per_minute)
         self.rate: float | None = None
         self.rate_limited = 0
         self.shared_file = shared_file
+        self.shared_window = shared_window
         rates = [Rate(max_requests_per_minute, Duration.MINUTE)]
         bucket: AbstractBucket = InMemoryBucket(rates)
         if shared_file is not None:
@@ -117,12 +132,15 @@ class AppPacer:
         """Block until the next request may go out."""
         if self._quota_resets_at is not None:
             raise _quota_exhausted(self._quota_resets_at - time.monotonic())
-        try:
-            if isinstance(self._bucket, _SharedBucket):
-                self._bucket.raise_leak_error()
-            self._limiter.try_acquire("whoop")
-        except (OSError, sqlite3.Error) as exc:
-            raise self._shared_file_error(exc) from None
+        if self.shared_window is not None:
+            self.shared_window.acquire()
+        else:
+            try:
+                if isinstance(self._bucket, _SharedBucket):
+                    self._bucket.raise_leak_error()
+                self._limiter.try_acquire("whoop")
+            except (OSError, sqlite3.Error) as exc:
+                raise self._shared_file_error(exc) from None
         with self._lock:
             now = time.monotonic()
             start = max(now, self._not_before)

@@ -4,7 +4,8 @@ The receiver (`tap-whoop webhooks`) adds events; each run drains them into the s
 ledger is what the tap has emitted per member and stream: a full refresh compares it with
 what WHOOP still has, and a deleted sleep's recovery finds its cycle in it.
 
-`Inbox` is the interface; `SqliteInbox` is the embedded backend, a file beside the token store.
+`Inbox` is the interface; `SqliteInbox` is the embedded backend, a file beside the token store;
+`tap_whoop.pgstore.PostgresInbox` keeps the same in PostgreSQL (the `store_url` setting).
 """
 
 from __future__ import annotations
@@ -123,8 +124,30 @@ _SCHEMA = (
     ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS ledger_sleep ON ledger (user_id, sleep_id)",
+    # version 2: where `tap-whoop store copy` moved the inbox; a write here is refused from then
+    "CREATE TABLE IF NOT EXISTS moved_to (url TEXT NOT NULL)",
 )
-_VERSION = 1
+_VERSION = 2
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event row as kept, drained or not, for copying the inbox elsewhere."""
+
+    user_id: int
+    type: str
+    record_id: str
+    trace_id: str
+    received_at: float
+    done_at: float | None
+
+
+@dataclass(frozen=True)
+class Contents:
+    """Everything an inbox holds, oldest event first."""
+
+    events: list[StoredEvent]
+    ledger: dict[tuple[int, str], list[LedgerRow]]
 
 
 class SqliteInbox:
@@ -147,6 +170,7 @@ class SqliteInbox:
                 )
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=FULL")
+                connection.execute("PRAGMA cache_size=-256")  # KiB: appends need little
                 if connection.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
                     with _transaction(connection):
                         for statement in _SCHEMA:
@@ -166,11 +190,49 @@ class SqliteInbox:
             connection = self._connect()
             try:
                 with _transaction(connection):
+                    self._refuse_if_moved(connection)
                     yield connection
             except sqlite3.Error as exc:
                 raise TokenStoreError(
                     f"cannot write the webhook inbox {self.path}: {exc}"
                 ) from None
+
+    def _refuse_if_moved(self, connection: sqlite3.Connection) -> None:
+        row = connection.execute("SELECT url FROM moved_to LIMIT 1").fetchone()
+        if row is not None:
+            raise TokenStoreError(
+                f"cannot write the webhook inbox {self.path}: it was moved to {row[0]} by "
+                "`tap-whoop store copy`; restart `tap-whoop webhooks` with store_url set"
+            )
+
+    @contextlib.contextmanager
+    def moving(self, where: str) -> Iterator[Contents]:
+        """Everything stored, held still: no event is added until the block ends.
+
+        When the block ends without an error the inbox is marked as moved to `where`, and
+        refuses writes from then on (a receiver still running answers 503, so WHOOP retries).
+        """
+        with self._lock:
+            connection = self._connect()
+            try:
+                with _transaction(connection):
+                    events = [
+                        StoredEvent(*row)
+                        for row in connection.execute(
+                            "SELECT user_id, type, record_id, trace_id, received_at, done_at "
+                            "FROM events ORDER BY seq"
+                        )
+                    ]
+                    ledger: dict[tuple[int, str], list[LedgerRow]] = {}
+                    for user_id, stream, *row in connection.execute(
+                        "SELECT user_id, stream, record_id, key, sleep_id, cycle_id FROM ledger"
+                    ):
+                        ledger.setdefault((user_id, stream), []).append(LedgerRow(*row))
+                    yield Contents(events, ledger)
+                    connection.execute("DELETE FROM moved_to")
+                    connection.execute("INSERT INTO moved_to (url) VALUES (?)", (where,))
+            except sqlite3.Error as exc:
+                raise TokenStoreError(f"cannot read the webhook inbox {self.path}: {exc}") from None
 
     def _read(self, query: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
         with self._lock:

@@ -1,7 +1,8 @@
 """What one run shares, built once from the settings.
 
 The app, the token store, the members, the pacer and the API root: the streams, `--test`,
-`auth` and `revoke` are handed them.
+`auth` and `revoke` are handed them. The token store, the inbox and the pacer's window are files
+beside each other, or, with `store_url`, tables in PostgreSQL (`tap_whoop.pgstore`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import typing as t
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp, default_token_store_path
+from tap_whoop.auth import (
+    MemberAuth,
+    TokenStorage,
+    TokenStore,
+    WhoopApp,
+    default_token_store_path,
+)
 from tap_whoop.errors import FIX, ConfigError, Fix, Invocation, MemberError, MembersFailedError
 from tap_whoop.http import (
     DEFAULT_MAX_REQUEST_ATTEMPTS,
@@ -33,10 +40,15 @@ from tap_whoop.settings import (
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
+    from pathlib import Path
+
+    from tap_whoop.pgstore import Database
 
 logger = logging.getLogger("tap-whoop")
 
 INBOX_FILE = "inbox.sqlite"
+RECEIVER_TIMEOUT_SECONDS = 0.5
+"""How long the receiver's inbox write may wait (a lock, a slow disk or server) before a 503."""
 
 
 @dataclass
@@ -61,7 +73,7 @@ class Members:
         self,
         members: list[Member],
         invocation: Callable[[], Invocation],
-        store: TokenStore | None = None,
+        store: TokenStorage | None = None,
     ) -> None:
         self.by_key = {member.key: member for member in members}
         self._by_user_id: dict[int, Member] = {}
@@ -134,9 +146,33 @@ class Run:
     resting: set[str] = field(default_factory=set)
 
     @cached_property
-    def token_store(self) -> TokenStore:
-        """Where every member's rotated tokens live between runs."""
+    def database(self) -> Database | None:
+        """The PostgreSQL database `store_url` names, if it names one."""
+        url = self.config.get("store_url")
+        if not url:
+            return None
+        from tap_whoop.pgstore import Database  # psycopg loads only for runs that use it
+
+        return Database(str(url))
+
+    @cached_property
+    def file_token_store(self) -> TokenStore:
+        """The token store file (`token_store_path`), used unless `store_url` is set."""
         return TokenStore(self.config.get("token_store_path") or default_token_store_path())
+
+    @property
+    def file_inbox_path(self) -> Path:
+        """The webhook inbox file beside the token store file."""
+        return self.file_token_store.target.parent / INBOX_FILE
+
+    @cached_property
+    def token_store(self) -> TokenStorage:
+        """Where every member's rotated tokens live between runs."""
+        if self.database is not None:
+            from tap_whoop.pgstore import PostgresTokenStore
+
+            return PostgresTokenStore(self.database)
+        return self.file_token_store
 
     @cached_property
     def app(self) -> WhoopApp:
@@ -170,9 +206,13 @@ class Run:
     def pacer(self) -> AppPacer:
         """The app's rate limit, shared by every stream, member and tap process of the app."""
         app = hashlib.sha256(str(self.config["client_id"]).encode()).hexdigest()[:16]
+        ceiling = int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE)
+        if self.database is not None:
+            from tap_whoop.pgstore import PostgresWindow
+
+            return AppPacer(ceiling, shared_window=PostgresWindow(self.database, app, ceiling))
         return AppPacer(
-            int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE),
-            shared_file=self.token_store.beside(f"rate-limit-{app}.sqlite"),
+            ceiling, shared_file=self.file_token_store.beside(f"rate-limit-{app}.sqlite")
         )
 
     def member_client(self, key: str) -> MemberClient:
@@ -190,7 +230,11 @@ class Run:
     @cached_property
     def inbox(self) -> Inbox:
         """The webhook inbox and the ledger of emitted records, beside the token store."""
-        return SqliteInbox(self.token_store.beside(INBOX_FILE))
+        if self.database is not None:
+            from tap_whoop.pgstore import PostgresInbox
+
+            return PostgresInbox(self.database)
+        return SqliteInbox(self.file_token_store.beside(INBOX_FILE))
 
     @cached_property
     def receiver_inbox(self) -> Inbox:
@@ -198,7 +242,13 @@ class Run:
 
         WHOOP allows a delivery a second; a 503 within it is retried, a late 2xx is not seen.
         """
-        return SqliteInbox(self.token_store.beside(INBOX_FILE), busy_timeout=0.5)
+        if self.database is not None:
+            from tap_whoop.pgstore import Database, PostgresInbox
+
+            return PostgresInbox(Database(self.database.url, timeout=RECEIVER_TIMEOUT_SECONDS))
+        return SqliteInbox(
+            self.file_token_store.beside(INBOX_FILE), busy_timeout=RECEIVER_TIMEOUT_SECONDS
+        )
 
     @property
     def reconcile_interval(self) -> float:

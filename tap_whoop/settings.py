@@ -15,7 +15,7 @@ import math
 import re
 import typing as t
 import uuid
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import pendulum
 import simpleeval
@@ -110,6 +110,19 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
                 "JSON file that keeps every member's rotated tokens between runs. Default: "
                 "`$MELTANO_PROJECT_ROOT/.meltano/tap-whoop/tokens.json` under Meltano, else "
                 "`~/.local/share/tap-whoop/tokens.json`."
+            ),
+        ),
+        th.Property(
+            "store_url",
+            th.StringType,
+            secret=True,
+            title="Store URL",
+            description=(
+                "PostgreSQL URL, `postgresql://USER:PASSWORD@HOST:PORT/DATABASE`, of a database "
+                "that keeps the token store, the app's rate-limit window and the webhook inbox "
+                "(tables made on first use), for tap processes on any machine. Default: none, "
+                "they stay files (`token_store_path`, and beside it). Move them with "
+                "`tap-whoop store copy`."
             ),
         ),
         th.Property(
@@ -248,7 +261,7 @@ def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     """Type errors in secret settings, without their values (jsonschema's messages echo them)."""
     errors = [
         f"{name} must be a string"
-        for name in ("client_secret", "refresh_token")
+        for name in ("client_secret", "refresh_token", "store_url")
         if config.get(name) is not None and not isinstance(config[name], str)
     ]
     users = config.get("users")
@@ -453,6 +466,8 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
             "token_store_path contains a NUL character (\\x00), which no file path can hold: "
             "fix the path"
         )
+    if isinstance(url := config.get("store_url"), str) and (problem := store_url_problem(url)):
+        errors.append(f"store_url {problem}")
     dates: dict[str, datetime.datetime] = {}
     for name in ("start_date", "end_date"):
         if value := config.get(name):
@@ -477,6 +492,32 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         if value and urlparse(str(value)).scheme not in ("http", "https"):
             errors.append(f"{name} {value!r} is not an http(s) URL")
     return errors
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def store_url_problem(url: str) -> str | None:
+    """What keeps `url` from being a PostgreSQL URL, without repeating it (it holds a password)."""
+    if not url.strip():
+        return (
+            "is empty: remove the setting to keep the token store in files, or give a "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL"
+        )
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in POSTGRES_SCHEMES:
+        shown = f"its scheme is {scheme[:20]!r}" if scheme else "it has no scheme"
+        return (
+            f"must be a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:PORT/DATABASE ({shown}); "
+            "without store_url the token store stays in files"
+        )
+    if any(character.isspace() or ord(character) < 32 for character in url):
+        return "contains spaces or control characters: percent-encode them (a space is %20)"
+    try:
+        urlsplit(url).port  # noqa: B018 - raises for a port that is no number
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    return None
 
 
 def _ids_errors(name: str, ids: t.Any, kind: type) -> list[str]:

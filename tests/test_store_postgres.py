@@ -1,0 +1,473 @@
+"""The PostgreSQL store across machines: what only a shared database must also get right.
+
+Workers here are separate processes, each in a folder (home, working directory, token store
+path) of its own: nothing is shared but the database. Refreshes of short-lived tokens, the app's
+rate-limit window, killed processes and lost connections, the first use of an empty database,
+and the one-line errors of a `store_url` that cannot work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from tap_whoop.auth import MemberAuth
+from tap_whoop.errors import TokenStoreError
+from tap_whoop.http import AppPacer
+from tap_whoop.inbox import Event
+from tap_whoop.pgstore import Database, PostgresTokenStore, PostgresWindow
+from tap_whoop.run import Run
+from tap_whoop.webhooks import WEBHOOK_PATH, Receiver, WebhookServer
+from tests.auth_support import (
+    catalog_file,
+    cli_env,
+    error_line,
+    refresh_directly,
+    run_cli,
+    write_json,
+)
+from tests.conftest import run_tap
+from tests.test_store_support import (
+    Backend,
+    files_left,
+    in_schema,
+    postgres_server,
+    query,
+    run_script,
+    store_url,
+    use_tokens_for,
+)
+from tests.test_webhooks import ALICE, an_event, signed, webhook_config
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from whoop_sandbox import Sandbox
+
+__all__ = ["postgres_server", "store_url"]  # fixtures
+
+PROFILE = {"profile"}
+TOKEN_PATH = "/oauth/oauth2/token"
+
+
+@pytest.fixture
+def pg(store_url: str) -> Backend:
+    return Backend("postgres", store_url)
+
+
+@pytest.fixture
+def config(pg: Backend, sandbox: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
+    return pg.config(sandbox, tmp_path)
+
+
+def cli_files(config: dict[str, t.Any], folder: Path) -> list[str]:
+    config_file = write_json(folder / "config.json", config)
+    catalog = catalog_file(folder / "catalog.json", config, PROFILE)
+    return ["--config", str(config_file), "--catalog", str(catalog)]
+
+
+# 1. Refreshing across machines: once per expiry, never invalid_grant
+
+
+def test_workers_on_four_machines_refresh_a_three_second_token_once_per_expiry(
+    pg: Backend, start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    """Every 50 ms each worker asks for the token and uses it; the sandbox counts refreshes.
+
+    One refresh per expiry: a token is replaced only within its last tenth of life (the margin
+    for a 3-second token is 0.3 s), every token refreshed is one the workers used, and no worker
+    ever held an expired one.
+    """
+    ttl, seconds, workers = 3, 9.0, 4
+    sandbox = start_sandbox(access_token_ttl=ttl)
+    config = pg.config(sandbox, tmp_path)
+    folders = [tmp_path / f"machine{index}" for index in range(workers)]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = []
+    for folder in folders:
+        folder.mkdir()
+        processes.append(
+            context.Process(target=use_tokens_for, args=(config, str(folder), seconds, results))
+        )
+    for process in processes:
+        process.start()
+    answers = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert not [answer for answer in answers if isinstance(answer, str)], answers
+    uses = sorted(use for answer in answers for use in answer)
+    first_seen: dict[str, float] = {}
+    last_seen: dict[str, float] = {}
+    for when, token in uses:
+        first_seen.setdefault(token, when)
+        last_seen[token] = when
+    stats = sandbox.stats()
+    assert stats["invalid_grant"] == 0
+    assert stats["refreshes"] == len(first_seen)
+    assert stats["refreshes"] <= math.ceil(seconds / (ttl * 0.9)) + 1
+    starts = sorted(first_seen.values())
+    assert all(later - earlier > ttl * 0.9 - 0.5 for earlier, later in itertools.pairwise(starts))
+    assert all(last_seen[token] < first_seen[token] + ttl for token in first_seen)
+    assert files_left(folders) == []
+
+
+def test_a_killed_lock_holder_never_blocks_the_others(config: dict[str, t.Any]) -> None:
+    """The lock is the holder's database session: the server ends it with the process."""
+    script = """
+import json, os, sys
+from tap_whoop.run import Run
+from tap_whoop.webhooks import WEBHOOK_PATH, Receiver, WebhookServer
+store = Run(json.loads(sys.argv[1])).token_store
+with store.locked():
+    print("locked", flush=True)
+    os.kill(os.getpid(), 9)
+"""
+    killed = run_script(script, [json.dumps(config)])
+    assert (killed.returncode, killed.stdout) == (-9, "locked\n"), killed.stderr
+    store = Run(config).token_store
+    started = time.monotonic()
+    with store.locked():
+        pass
+    assert time.monotonic() - started < 10
+
+
+KILLED_BEFORE_COMMIT = """
+import os, sys
+from tap_whoop import pgstore
+pgstore.PostgresTokenStore.write = lambda self, data: os.kill(os.getpid(), 9)
+sys.argv[0] = "tap-whoop"
+from tap_whoop.cli import main
+main()
+"""
+
+
+def test_a_run_killed_before_committing_its_rotated_token_leaves_the_interrupted_diagnosis(
+    pg: Backend, sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    """A commit is atomic: no half-written store, and the in-flight record tells what happened."""
+    args = cli_files(config, tmp_path)
+    assert run_cli(*args).returncode == 0
+    pg.expire(config)
+    killed = run_script(KILLED_BEFORE_COMMIT, args)
+    assert killed.returncode == -9, killed.stderr
+    entry = pg.members(config)["default"]
+    assert entry["refreshing"]["token"].startswith("sha256:")
+    assert sandbox.stats()["refreshes"] == 2
+    before = pg.state(config)
+    line = error_line(run_cli(*args))
+    assert "WHOOP rejected the stored refresh token (HTTP 400 invalid_grant)" in line
+    assert "the previous run was interrupted while refreshing it" in line
+    assert pg.state(config) == before
+
+
+def _terminate(url: str, connection: psycopg.Connection[t.Any]) -> None:
+    query(url, "SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+
+
+def test_a_rotated_token_is_saved_though_the_lock_session_died_while_whoop_answered(
+    pg: Backend, sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write takes the lock again on a new session and commits: nobody wrote meanwhile."""
+    run = Run(config)
+    store = t.cast(PostgresTokenStore, run.token_store)
+    refresh = run.app.refresh
+
+    def session_dies(*args: t.Any, **kwargs: t.Any) -> dict[str, t.Any]:
+        tokens = refresh(*args, **kwargs)
+        assert store._session is not None
+        _terminate(pg.url or "", store._session)
+        return tokens
+
+    monkeypatch.setattr(run.app, "refresh", session_dies)
+    auth = MemberAuth("default", config["refresh_token"], store, run.app)
+    auth.access_token()
+    rotated = pg.members(config)["default"]
+    assert "refreshing" not in rotated
+    assert refresh_directly(sandbox, rotated["refresh_token"]).status_code == 200
+    assert sandbox.stats()["invalid_grant"] == 0
+
+
+def test_a_write_after_the_lock_was_lost_and_another_process_wrote_is_refused(
+    pg: Backend, sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    synced_run = run_tap(config, select=PROFILE)
+    assert synced_run.error is None
+    mine = t.cast(PostgresTokenStore, Run(config).token_store)
+    other = t.cast(PostgresTokenStore, Run(config).token_store)
+    with mine.locked():
+        data = mine.read()
+        assert mine._session is not None
+        _terminate(pg.url or "", mine._session)
+        other.update_member("default", user_id=42)  # the lock was free: the server let go of it
+        data["members"]["default"]["note"] = "stale"
+        with pytest.raises(TokenStoreError, match="another process changed it while this one"):
+            mine.write(data)
+    assert pg.members(config)["default"]["user_id"] == 42
+    assert "note" not in pg.members(config)["default"]
+
+
+# 2. The app's rate-limit window, shared by every machine
+
+
+def take_slots(url: str, folder: str, times: int, barrier: t.Any, results: t.Any) -> None:
+    """A worker on a machine of its own: take `times` slots of a 5-per-second window."""
+    os.chdir(folder)
+    pacer = AppPacer(5, shared_window=PostgresWindow(Database(url), "app", 5, seconds=1))
+    barrier.wait()
+    stamps = []
+    for _ in range(times):
+        pacer.wait()
+        stamps.append(time.time())
+    results.put(stamps)
+
+
+def test_workers_on_three_machines_stay_under_the_apps_ceiling_together(
+    store_url: str, tmp_path: Path
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    folders = [tmp_path / f"machine{index}" for index in range(3)]
+    processes = []
+    for folder in folders:
+        folder.mkdir()
+        processes.append(
+            context.Process(target=take_slots, args=(store_url, str(folder), 5, barrier, results))
+        )
+    for process in processes:
+        process.start()
+    stamps = sorted(stamp for _ in processes for stamp in results.get(timeout=60))
+    for process in processes:
+        process.join(timeout=30)
+    assert len(stamps) == 15
+    busiest_second = max(sum(1 for s in stamps if start <= s < start + 1) for start in stamps)
+    assert busiest_second <= 5
+    assert stamps[-1] - stamps[0] >= 2.0  # 15 slots at 5 a second need two more seconds
+    assert files_left(folders) == []
+
+
+def test_a_runs_pacer_counts_its_requests_in_the_database_window(
+    config: dict[str, t.Any], store_url: str
+) -> None:
+    result = run_tap(config, select=PROFILE)
+    assert result.error is None, result.error
+    (count,) = query(store_url, "SELECT count(*) FROM tap_whoop_rate_window")[0]
+    assert count >= 1
+    assert not Path(config["token_store_path"]).parent.exists()
+
+
+# 3. The receiver's inbox fails fast; the tables come with their schema version
+
+
+def test_the_receivers_inbox_write_fails_within_a_second_while_the_table_is_locked(
+    config: dict[str, t.Any], store_url: str
+) -> None:
+    inbox = Run(config).receiver_inbox
+    assert inbox.add(Event(1, "sleep.updated", "s1", "t1"))
+    with psycopg.connect(store_url) as holder:
+        holder.execute("LOCK TABLE tap_whoop_events IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(TokenStoreError, match="cannot write the webhook inbox"):
+            inbox.add(Event(1, "sleep.updated", "s2", "t2"))
+        assert time.monotonic() - started < 1.5
+    assert inbox.add(Event(1, "sleep.updated", "s2", "t2"))
+
+
+def _first_use(url: str, barrier: t.Any, results: t.Any) -> None:
+    database = Database(url)
+    barrier.wait()
+    try:
+        results.put(PostgresTokenStore(database).read()["members"])
+    except Exception as exc:
+        results.put(f"error: {exc}")
+
+
+def test_six_processes_meeting_an_empty_database_create_the_tables_once(store_url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(6), context.Queue()
+    processes = [
+        context.Process(target=_first_use, args=(store_url, barrier, results)) for _ in range(6)
+    ]
+    for process in processes:
+        process.start()
+    answers = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert answers == [{}] * 6
+    versions = query(store_url, "SELECT version, applied_by FROM tap_whoop_schema_version")
+    assert [version for version, _ in versions] == [1]
+    assert versions[0][1].startswith("tap-whoop ")
+
+
+def test_a_database_set_up_by_a_newer_tap_whoop_is_refused_in_one_line(
+    config: dict[str, t.Any], store_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    Run(config).token_store.read()
+    query(store_url, "INSERT INTO tap_whoop_schema_version (version, applied_by) VALUES (99, 'x')")
+    line = error_line(run_cli(*cli_files(config, tmp_path)))
+    assert "was set up by a newer tap-whoop (schema version 99; this one knows up to 1)" in line
+    assert "upgrade tap-whoop" in line
+    assert sandbox.stats()["token_requests"] == 0
+
+
+# 4. A store_url that cannot work: one line, no password, nothing spent
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            f"postgresql://tap_whoop:pw-s3cret-42@127.0.0.1:{_closed_port()}/tap_whoop",
+            "cannot connect to the store database postgresql://tap_whoop@127.0.0.1:",
+        ),
+        ("WRONG_PASSWORD", 'password authentication failed for user "tap_whoop"'),
+        ("NO_SCHEMA", "has no schema to keep tap-whoop's tables in"),
+    ],
+    ids=["unreachable", "wrong_password", "missing_schema"],
+)
+def test_a_database_that_cannot_be_used_is_one_line_without_the_password(
+    sandbox: Sandbox,
+    config: dict[str, t.Any],
+    postgres_server: str,
+    tmp_path: Path,
+    url: str,
+    expected: str,
+) -> None:
+    server = postgres_server
+    if url == "WRONG_PASSWORD":
+        url = server.replace("tap_whoop:tap_whoop@", "tap_whoop:pw-s3cret-42@", 1)
+    elif url == "NO_SCHEMA":
+        url = in_schema(server, "no_such_schema")
+    started = time.monotonic()
+    result = run_cli(*cli_files({**config, "store_url": url}, tmp_path))
+    assert time.monotonic() - started < 30
+    line = error_line(result)
+    assert expected in line
+    assert "pw-s3cret-42" not in result.stderr + result.stdout
+    assert "tap_whoop:tap_whoop@" not in result.stderr + result.stdout
+    assert sandbox.stats()["token_requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://me:pw-s3cret-42@db/whoop", "its scheme is 'mysql'"),
+        ("db.example.com:5432/whoop", "it has no scheme"),
+        ("postgresql://me:pw-s3cret-42@db:port/whoop", "port that is not a number"),
+        ("postgresql://me:pw s3cret-42@db/whoop", "percent-encode them"),
+        ("   ", "is empty"),
+    ],
+)
+def test_a_store_url_that_is_no_postgresql_url_is_one_line_before_anything_runs(
+    sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path, url: str, expected: str
+) -> None:
+    result = run_cli(*cli_files({**config, "store_url": url}, tmp_path))
+    line = error_line(result)
+    assert line.startswith("tap-whoop: error: store_url ")
+    assert expected in line
+    assert "s3cret" not in result.stderr
+    assert result.returncode == 2
+    assert sandbox.stats()["token_requests"] == 0
+
+
+def test_no_token_or_password_reaches_the_output_at_debug_level(
+    pg: Backend, sandbox: Sandbox, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    args = cli_files(config, tmp_path)
+    env = cli_env(TAP_WHOOP_LOGLEVEL="DEBUG")
+    outputs = []
+    for _ in range(2):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(result.stdout + result.stderr)
+        pg.expire(config)
+    sandbox.revoke("alice")
+    rejected = run_cli(*args, env=env)
+    outputs.append(rejected.stdout + rejected.stderr)
+    entry = pg.members(config)["default"]
+    output = "\n".join(outputs)
+    for secret in (config["refresh_token"], entry["refresh_token"], entry["access_token"]):
+        assert secret not in output
+    assert "tap_whoop:tap_whoop@" not in output
+
+
+def test_importing_the_tap_loads_no_database_driver() -> None:
+    code = "import sys, tap_whoop.tap, tap_whoop.cli; print('psycopg' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
+
+
+def test_a_store_that_cannot_be_written_fails_before_spending_the_token(
+    pg: Backend, sandbox: Sandbox, config: dict[str, t.Any], store_url: str
+) -> None:
+    """A read-only session (a standby, a revoked grant) is found out by the proof write."""
+    readonly = store_url + "%20-cdefault_transaction_read_only%3Don"
+    run_tap(config, select={"profile"})  # the tables exist
+    pg.expire(config)
+    before = pg.state(config)
+    sandbox.reset_stats()
+    result = run_tap({**config, "store_url": readonly}, select=PROFILE)
+    assert isinstance(result.error, TokenStoreError)
+    assert "cannot write token store postgresql://" in str(result.error)
+    assert "point store_url at the primary" in str(result.error)
+    assert "no refresh token was spent" in str(result.error)
+    assert sandbox.stats()["token_requests"] == 0
+    assert pg.state(config) == before
+
+
+def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while_it_is_locked(
+    store_url: str, tmp_path: Path
+) -> None:
+    config = {**webhook_config(tmp_path), "store_url": store_url}
+    run = Run(config)
+    run.token_store.write(
+        {"version": 1, "members": {"alice": {"refresh_token": "r", "user_id": ALICE}}}
+    )
+    server = WebhookServer(Receiver(run), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.port}{WEBHOOK_PATH}"
+
+    def deliver(payload: dict[str, t.Any]) -> requests.Response:
+        body, headers = signed(payload)
+        return requests.post(url, data=body, headers=headers, timeout=10)
+
+    try:
+        first, second = an_event(), an_event()
+        assert deliver(first).json() == {"stored": True}
+        assert deliver(first).json() == {"duplicate": True}
+        with psycopg.connect(store_url) as holder:
+            holder.execute("LOCK TABLE tap_whoop_events IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            refused = deliver(second)
+            assert time.monotonic() - started < 1.5
+        assert (refused.status_code, refused.json()) == (503, {"error": "inbox unavailable"})
+        assert deliver(second).json() == {"stored": True}
+    finally:
+        server.stop()
+        thread.join(15)
+    pending = [event.trace_id for event in run.inbox.pending([ALICE])]
+    assert pending == [first["trace_id"], second["trace_id"]]
+    assert not Path(config["token_store_path"]).parent.exists()
