@@ -36,6 +36,8 @@ from tap_whoop.settings import (
     DEFAULT_OAUTH_URL,
     DEFAULT_RECONCILE_INTERVAL_HOURS,
     configured_members,
+    member_shard,
+    shard_of,
 )
 
 if t.TYPE_CHECKING:
@@ -192,10 +194,27 @@ class Run:
     def members(self) -> Members:
         """The members of this run, each with its own tokens."""
         return Members(
-            [Member(key, self.member_auth(key)) for key, _ in configured_members(self.config)],
+            [Member(key, self.member_auth(key)) for key, _ in self.synced_members],
             lambda: self.invocation,
             self.token_store,
         )
+
+    @cached_property
+    def synced_members(self) -> list[tuple[str, str | None]]:
+        """The configured members this process syncs: its `member_shard` of them, or all."""
+        members = configured_members(self.config)
+        if (shard := member_shard(self.config.get("member_shard"))) is None:
+            return members
+        index, count = shard
+        mine = [(key, token) for key, token in members if shard_of(key, count) == index]
+        logger.info(
+            "member_shard %d/%d: this process syncs %d of the %d configured member(s)",
+            index,
+            count,
+            len(mine),
+            len(members),
+        )
+        return mine
 
     def member_auth(self, key: str) -> MemberAuth:
         """Tokens of the member `key`, configured or only in the token store."""
@@ -269,7 +288,7 @@ class Run:
     def check_members_have_tokens(self) -> None:
         """Refuse, before any request, a member with no refresh token anywhere."""
         stored = self.token_store.read()["members"]
-        for key, refresh_token in configured_members(self.config):
+        for key, refresh_token in self.synced_members:
             if not refresh_token and key not in stored:
                 setting = "refresh_token" if key == DEFAULT_MEMBER else f"users[{key!r}]"
                 raise ConfigError(

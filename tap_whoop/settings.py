@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -123,6 +124,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
                 "(tables made on first use), for tap processes on any machine. Default: none, "
                 "they stay files (`token_store_path`, and beside it). Move them with "
                 "`tap-whoop store copy`."
+            ),
+        ),
+        th.Property(
+            "member_shard",
+            th.StringType,
+            title="Member shard",
+            description=(
+                "`i/n` (0 <= i < n): sync only the members whose key hashes to shard i of n, so "
+                "that n processes with the same config share the members (and each state holds "
+                "only its own). The hash is stable: a member stays in its shard across runs "
+                "while n stays the same."
             ),
         ),
         th.Property(
@@ -443,6 +455,22 @@ def configured_members(config: t.Mapping[str, t.Any]) -> list[tuple[str, str | N
     return [(DEFAULT_MEMBER, config.get("refresh_token") or None)]
 
 
+def member_shard(text: t.Any) -> tuple[int, int] | None:
+    """`member_shard` as (i, n), or None when it is not `i/n` with 0 <= i < n."""
+    match = (
+        re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", text) if isinstance(text, str) else None
+    )
+    if match is None:
+        return None
+    index, count = int(match[1]), int(match[2])
+    return (index, count) if 0 <= index < count else None
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard of `count` a member key belongs to: a hash that no run or machine changes."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % count
+
+
 def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     """Problems with the settings, each naming the setting and how to fix it."""
     errors = [
@@ -468,6 +496,11 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         )
     if isinstance(url := config.get("store_url"), str) and (problem := store_url_problem(url)):
         errors.append(f"store_url {problem}")
+    if (shard := config.get("member_shard")) is not None and member_shard(shard) is None:
+        errors.append(
+            f"member_shard {str(shard)[:40]!r} is not `i/n` with 0 <= i < n (e.g. 0/4 for the "
+            "first of four processes): fix it, or remove it to sync every member"
+        )
     dates: dict[str, datetime.datetime] = {}
     for name in ("start_date", "end_date"):
         if value := config.get(name):
