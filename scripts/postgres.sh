@@ -7,6 +7,8 @@
 # Env overrides: PG_USER, PG_PASSWORD, PG_DATABASE, PG_PORT (default 5432).
 # Prints one line: "postgresql://USER:PASSWORD@127.0.0.1:PORT/DATABASE".
 set -euo pipefail
+# runuser, pg_ctlcluster and friends live in sbin, which a minimal PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 PG_USER="${PG_USER:-tap_whoop}"
 PG_PASSWORD="${PG_PASSWORD:-tap_whoop}"
