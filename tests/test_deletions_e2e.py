@@ -9,7 +9,10 @@ the sandbox, and each of the tap's three ways of finding deletions is put to wor
 (b) reconciliation: webhooks lost, `reconcile_interval_hours: 0`; the next incremental run checks
     by id what its window no longer returns;
 (c) a full refresh: a deletion older than the lookback window, which no incremental run sees, is
-    found by comparing with the ledger.
+    found by comparing with the ledger;
+(d) with target-duckdb's `hard_delete`, the documented alternative, a deleted row is removed
+    (target-postgres applies its `hard_delete` to ACTIVATE_VERSION only; the README gives the
+    SQL instead).
 
 After each step, the rows marked deleted (`_sdc_deleted_at`) are exactly the records the sandbox
 deleted, and the live rows exactly the records it still has.
@@ -254,7 +257,7 @@ def assert_marked_as_sandbox(
 
 
 @pytest.mark.parametrize("loader", ["target-postgres", "target-duckdb"])
-def test_webhooks_reconciliation_and_full_refresh_mark_deleted_rows(
+def test_webhooks_reconciliation_and_full_refresh_mark_deleted_rows_and_hard_delete_removes_them(
     loader: str,
     whoop: Sandbox,
     project: MeltanoProject,
@@ -368,5 +371,23 @@ def test_webhooks_reconciliation_and_full_refresh_mark_deleted_rows(
         output = log_tail(project.run(loader, "--full-refresh"), 400)
         assert re.findall(NO_LONGER, output) == [("workout", "1")], output
         assert_marked_as_sandbox(read, whoop, deleted, fresh=unseen, since=since)
+
+        if loader != "target-duckdb":
+            return  # target-postgres's hard_delete acts on ACTIVATE_VERSION only (README)
+        # (d) The documented alternative: with hard_delete, a deleted row is removed, not marked.
+        setting = project.meltano("config", "set", loader, "hard_delete", "true")
+        assert setting.returncode == 0, log_tail(setting)
+        removed = pick(
+            whoop.records(MEMBER, "workout")[1:],
+            "another workout of the last two days",
+            lambda w: day(w) >= recent,
+        )
+        whoop.delete_record(MEMBER, "workout", removed["id"])
+        output = log_tail(project.run(loader), 400)
+        assert re.findall(NO_LONGER, output) == [("workout", "1")], output
+        rows = read("workout")
+        assert removed["id"] not in {key_text(row["id"]) for row in rows}, output
+        live = {key_text(row["id"]) for row in rows if row["_sdc_deleted_at"] is None}
+        assert live == {key_text(w["id"]) for w in whoop.records(MEMBER, "workout")}
     finally:
         receiver.stop()

@@ -191,6 +191,7 @@ def test_newcomer_adds_tap_whoop_from_the_hub_definition(
     assert {s["name"] for s in extractor["settings"] if s.get("sensitive")} == {
         "client_secret",
         "refresh_token",
+        "store_url",  # its URL carries the database password
         "users",
     }
 
