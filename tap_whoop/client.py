@@ -409,20 +409,24 @@ class CollectionStream(WhoopStream):
             )
         wanted = set(expected)
         found: set[str] = set()
-        recent: dict[str, str] = {}  # what the next window may re-read (newest records first)
+        recent: dict[str, str] = {}  # what the next window may re-read
         horizon: datetime.datetime | None = None
+        past_horizon = False  # WHOOP lists newest first: older records need no date parsed
         ledger: list[LedgerRow] = []
         try:
             for record in super().get_records(context):
                 record_id = self.record_id(record)
                 if record_id in wanted:
                     found.add(record_id)
-                key = record[self.replication_key or "start"]
-                moment = parse_time(key)
-                if horizon is None:
-                    horizon = moment - self.lookback - self.filter_lag - MAX_PENDING_HOLD
-                if moment >= horizon:
-                    recent[record_id] = key
+                if not past_horizon:
+                    key = record[self.replication_key or "start"]
+                    moment = parse_time(key)
+                    if horizon is None:
+                        horizon = moment - self.lookback - self.filter_lag - MAX_PENDING_HOLD
+                    if moment >= horizon:
+                        recent[record_id] = key
+                    else:
+                        past_horizon = True
                 ledger.append(self.ledger_row(record))
                 if len(ledger) >= LEDGER_BATCH and member.user_id is not None:
                     self.run.inbox.remember(member.user_id, self.name, ledger)

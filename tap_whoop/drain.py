@@ -48,7 +48,7 @@ def drain_inbox(
     drained = Drained()
     if not run.inbox.exists():
         return drained
-    user_ids = _stored_user_ids(run)
+    user_ids = {user_id: key for key, user_id in run.members.known_user_ids().items()}
     events = run.inbox.pending(user_ids)
     if not events:
         return drained
@@ -78,17 +78,6 @@ def drain_inbox(
         drained.deleted,
     )
     return drained
-
-
-def _stored_user_ids(run: Run) -> dict[int, str]:
-    """WHOOP user id -> member key, for this run's members whose user id is known."""
-    stored = run.token_store.read()["members"]
-    found = {}
-    for member in run.members:
-        user_id = member.user_id or stored.get(member.key, {}).get("user_id")
-        if isinstance(user_id, int) and not isinstance(user_id, bool):
-            found[user_id] = member.key
-    return found
 
 
 class _MemberDrain:

@@ -102,6 +102,16 @@ class Members:
             if entry is not None and entry.get("user_id") != user_id:
                 self._store.update_member(key, user_id=user_id)
 
+    def known_user_ids(self) -> dict[str, int]:
+        """Member key -> WHOOP user id, for members whose profile this or an earlier run read."""
+        stored = self._store.read()["members"] if self._store is not None else {}
+        found = {}
+        for member in self:
+            user_id = member.user_id or stored.get(member.key, {}).get("user_id")
+            if isinstance(user_id, int) and not isinstance(user_id, bool):
+                found[member.key] = user_id
+        return found
+
     def for_context(self, context: Mapping[str, t.Any] | None) -> Member:
         """The member a stream partition belongs to."""
         if context and "member" in context:

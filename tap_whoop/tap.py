@@ -184,11 +184,11 @@ class TapWhoop(Tap):
         interval = self.run.reconcile_interval
         if not interval or not self.run.webhooks_flowing:
             return
-        stored = self.run.token_store.read()["members"]
+        user_ids = self.run.members.known_user_ids()
         since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=interval)
         selected = [stream for stream in collections if stream.selected]
         for member in self.run.members:
-            user_id = stored.get(member.key, {}).get("user_id")
+            user_id = user_ids.get(member.key)
             if user_id is not None and all(
                 stream.read_since(user_id, since) for stream in selected
             ):
