@@ -153,7 +153,12 @@ class Live:
             return read_until_closed(sock)
 
     def warnings(self) -> list[str]:
-        return [r.getMessage() for r in self.caplog.records if r.levelno >= logging.WARNING]
+        """The receiver's own warnings (waitress may add "Task queue depth" under load)."""
+        return [
+            r.getMessage()
+            for r in self.caplog.records
+            if r.levelno >= logging.WARNING and r.name == "tap-whoop"
+        ]
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
