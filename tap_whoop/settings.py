@@ -32,6 +32,7 @@ DEFAULT_MEMBER = "default"
 DEFAULT_LOOKBACK_DAYS = 3
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
 DEFAULT_RECONCILE_INTERVAL_HOURS = 24
+DEFAULT_PROFILE_INTERVAL_HOURS = 24
 DEFAULT_WEBHOOK_HOST = "127.0.0.1"
 DEFAULT_WEBHOOK_PORT = 8787
 #: The date-times a setting or bookmark may hold: WHOOP has data from 2015 on, and a date
@@ -167,6 +168,27 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
             description="Pacing ceiling for the whole app, all members together (WHOOP: 100).",
         ),
         th.Property(
+            "max_requests_per_run",
+            th.IntegerType(minimum=1, maximum=1_000_000_000),
+            title="Max requests per run",
+            description=(
+                "Requests one run may send, all members together. Every member's incremental "
+                "sync comes first; a first full history that does not fit is read newest first "
+                "and resumed by the next run."
+            ),
+        ),
+        th.Property(
+            "profile_interval_hours",
+            th.NumberType(minimum=0, maximum=8760),
+            default=DEFAULT_PROFILE_INTERVAL_HOURS,
+            title="Profile interval (hours)",
+            description=(
+                "How often `profile` and `body_measurement` are re-read for a member; they "
+                "rarely change, and skipping them saves 2 of a run's 6 requests per member. 0 "
+                "reads them on every run."
+            ),
+        ),
+        th.Property(
             "request_timeout",
             th.NumberType(exclusive_minimum=0, maximum=3600),
             default=60,
@@ -260,6 +282,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     ).to_dict(),
     "lookback_days",
     "max_requests_per_minute",
+    "max_requests_per_run",
+    "profile_interval_hours",
     "request_timeout",
     "max_request_attempts",
     "per_cycle_streams",
