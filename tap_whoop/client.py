@@ -78,10 +78,14 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         self,
         max_pages: int | None = None,
         key: Callable[[dict[str, t.Any]], t.Hashable] | None = None,
+        budget: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(None)
         self.max_pages = max_pages
         self._key = key
+        self._budget = budget
+        #: What stopped the walk before WHOOP's last page ("run" or "day"), if anything did.
+        self.stopped_by: str | None = None
         self._seen: set[str] = set()
         self._previous: set[t.Hashable] = set()
         self._empty_in_a_row = 0
@@ -137,6 +141,9 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
                 f"more than the window can hold ({self.max_pages}); stopped paging"
             )
         self._seen.add(token)
+        if self._budget is not None and (limit := self._budget()):
+            self.stopped_by = limit
+            return None
         return token
 
 
@@ -178,6 +185,16 @@ class WhoopStream(RESTStream[str | None]):
     def requests_session(self) -> requests.Session:
         """A session whose attempts each have a total deadline (`DeadlineAdapter`)."""
         return with_deadlines(super().requests_session)
+
+    def build_prepared_request(self, *args: t.Any, **kwargs: t.Any) -> requests.PreparedRequest:
+        """The request without its bearer token, which each attempt gets after pacing.
+
+        The SDK's own sets the token as it builds the request, before the pacer's wait, so a
+        token could be refreshed for a request that then waits past its expiry.
+        """
+        request = requests.Request(*args, **kwargs)
+        request.headers.setdefault("User-Agent", self.user_agent)
+        return self.requests_session.prepare_request(request)
 
     @cached_property
     def authenticator(self) -> MemberBearer:
@@ -329,6 +346,11 @@ class WhoopStream(RESTStream[str | None]):
         """Requests a sync of one member's `days` of data takes: one, for a single object."""
         return 1
 
+    @property
+    def requests_per_record(self) -> int:
+        """Requests this stream sends per record of its parent (the per-cycle streams: one)."""
+        return 0
+
     def path_of(self, context: Context | None) -> str:
         """The endpoint's path, with the context's ids filled in where it names them."""
         try:
@@ -383,22 +405,31 @@ class CollectionStream(WhoopStream):
     typical_records_per_day = 1.0
     _paginator: NextTokenPaginator | None = None
     _paging_context: Context | None = None
+    _continuing = False
     _said_unsorted = False
     _schema_written = False
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """One member's records, then deletion records for what WHOOP no longer has.
 
-        The context also bounds the pages (see `max_pages`). WHOOP lists newest first, which
-        the SDK calls unsorted: it keeps the bookmark in the partition's progress markers until
-        the stream completes, and warns as it creates them. They are created here instead, as
-        the SDK would, and that is said once, at debug level.
+        The first pass of a run reads what is new since the bookmark; the second, history not
+        read yet (a new member's, newest first, or the rest of one a budget stopped). A walk
+        the run's budget stops keeps what it has not reached as `backfill_start` and
+        `backfill_end` in the state, for the next run's second pass.
+
+        WHOOP lists newest first, which the SDK calls unsorted: it keeps the bookmark in the
+        partition's progress markers until the stream completes, and warns as it creates them.
+        They are created here instead, as the SDK would, and that is said once, at debug level.
         """
         self._paging_context = context
         member = self.run.members.for_context(context)
         state = self.get_context_state(context)
+        bookmark = state.get("replication_key_value")
+        self._continuing = bookmark is not None and self.run.phase == "backfill"
+        if not self._takes_part(member.key, context):
+            return
         start = self.window_start(context)
-        expected = self.expected_ids(state, start, member.user_id)
+        expected = {} if self._continuing else self.expected_ids(state, start, member.user_id)
         state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
         if not self._said_unsorted:
             self._said_unsorted = True
@@ -407,24 +438,24 @@ class CollectionStream(WhoopStream):
                 "the stream completes (an interrupted stream is read again next run)",
                 self.name,
             )
-        wanted = set(expected)
         found: set[str] = set()
         recent: dict[str, str] = {}  # what the next window may re-read
         horizon: datetime.datetime | None = None
         past_horizon = False  # WHOOP lists newest first: older records need no date parsed
+        last_key: str | None = None  # the oldest record so far, WHOOP listing newest first
         ledger: list[LedgerRow] = []
         try:
             for record in super().get_records(context):
                 record_id = self.record_id(record)
-                if record_id in wanted:
+                if record_id in expected:
                     found.add(record_id)
+                last_key = record[self.replication_key or "start"]
                 if not past_horizon:
-                    key = record[self.replication_key or "start"]
-                    moment = parse_time(key)
+                    moment = parse_time(last_key)
                     if horizon is None:
                         horizon = moment - self.lookback - self.filter_lag - MAX_PENDING_HOLD
                     if moment >= horizon:
-                        recent[record_id] = key
+                        recent[record_id] = last_key
                     else:
                         past_horizon = True
                 ledger.append(self.ledger_row(record))
@@ -437,11 +468,94 @@ class CollectionStream(WhoopStream):
                 self.run.inbox.remember(member.user_id, self.name, ledger)
         if member.skips(self.name) or member.user_id is None:
             return
-        gone = [record_id for record_id in expected if record_id not in found]
+        stopped = self._paginator.stopped_by if self._paginator is not None else None
+        reached = parse_time(last_key) if stopped and last_key else None
+        self._keep_remainder(member.key, state, start, reached, stopped)
+        if self._continuing:
+            markers = state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
+            markers.update(replication_key=self.replication_key, replication_key_value=bookmark)
+            return
+        gone = [
+            record_id
+            for record_id, key in expected.items()
+            if record_id not in found and (reached is None or (key and parse_time(key) >= reached))
+        ]
         if gone:
             self.reconcile(member.key, member.user_id, gone)
-        state["window_ids"] = self.ids_to_keep(state, recent)
-        state["polled_at"] = _iso(datetime.datetime.now(datetime.timezone.utc))
+        kept = self.ids_to_keep(state, recent)
+        if reached is not None:  # the unread part of the window is still to be reconciled
+            kept += [
+                pair for pair in state.get("window_ids") or [] if parse_time(pair[1]) < reached
+            ]
+        state["window_ids"] = kept
+        state["polled_at"] = now_iso()
+
+    def reads_in_this_pass(self, context: Context | None) -> bool:
+        """Whether this pass of the run has records of the member's to read.
+
+        The first pass reads members with a bookmark; the second, members without one and the
+        rest of a history a budget stopped.
+        """
+        state = self.get_context_state(context)
+        bookmarked = state.get("replication_key_value") is not None
+        if self.run.phase == "incremental":
+            return bookmarked
+        if self.run.phase == "backfill":
+            return not bookmarked or bool(state.get("backfill_end"))
+        return True
+
+    def _takes_part(self, member_key: str, context: Context | None) -> bool:
+        """Whether this pass reads the member's collection, noting history left for later."""
+        state = self.get_context_state(context)
+        if self.run.phase == "incremental" and (
+            not state.get("replication_key_value") or state.get("backfill_end")
+        ):
+            self.run.backfilling.add(member_key)
+        if not self.reads_in_this_pass(context):
+            return False
+        if self.run.phase == "backfill" and (limit := self.run.admits(self.page_cost)):
+            self.run.backfill_left[member_key] = limit
+            return False
+        return True
+
+    def _keep_remainder(
+        self,
+        member_key: str,
+        state: dict[str, t.Any],
+        start: datetime.datetime | None,
+        reached: datetime.datetime | None,
+        stopped: str | None,
+    ) -> None:
+        """Keep in the state what a stopped walk did not reach; forget it once read."""
+        if stopped is None:
+            if self._continuing:
+                state.pop("backfill_start", None)
+                state.pop("backfill_end", None)
+            return
+        self.run.backfill_left[member_key] = stopped
+        if self.run.phase == "incremental":
+            self.run.deferred.setdefault(member_key, stopped)
+        if reached is None:  # stopped before any record: what was left is left still
+            return
+        end = reached + datetime.timedelta(milliseconds=1)  # the oldest record's twins, too
+        if state.get("backfill_end") and not self._continuing:
+            end = max(end, parse_time(state["backfill_end"]))
+            held = state.get("backfill_start")
+            start = None if start is None or not held else min(start, parse_time(held))
+        state["backfill_end"] = _iso(end)
+        if start is not None:
+            state["backfill_start"] = _iso(start)
+        else:
+            state.pop("backfill_start", None)
+
+    @property
+    def page_cost(self) -> int:
+        """Requests a page takes: one, plus one per record for each per-cycle stream."""
+        return 1 + PAGE_SIZE * sum(
+            t.cast("WhoopStream", child).requests_per_record
+            for child in self.child_streams
+            if child.selected
+        )
 
     @property
     def lookback(self) -> datetime.timedelta:
@@ -450,12 +564,13 @@ class CollectionStream(WhoopStream):
 
     def forget_in_window(self, user_id: int, record_id: str) -> None:
         """A deletion passed on: the next reconciliation need not confirm it again."""
-        if (partition := self._partition_of(user_id)) and partition.get("window_ids"):
+        if (partition := self.partition_of(user_id)) and partition.get("window_ids"):
             partition["window_ids"] = [
                 pair for pair in partition["window_ids"] if pair[0] != record_id
             ]
 
-    def _partition_of(self, user_id: int) -> dict[str, t.Any] | None:
+    def partition_of(self, user_id: int) -> dict[str, t.Any] | None:
+        """The member's state partition of this stream, if the state has one."""
         for partition in self.stream_state.get("partitions") or []:
             if partition.get("context") == {"user_id": user_id}:
                 return t.cast("dict[str, t.Any]", partition)
@@ -463,7 +578,7 @@ class CollectionStream(WhoopStream):
 
     def read_since(self, user_id: int, since: datetime.datetime) -> bool:
         """Whether the member's collection was read completely after `since`."""
-        partition = self._partition_of(user_id)
+        partition = self.partition_of(user_id)
         if not partition or not partition.get("replication_key_value"):
             return False
         try:
@@ -473,8 +588,8 @@ class CollectionStream(WhoopStream):
 
     def expected_ids(
         self, state: dict[str, t.Any], start: datetime.datetime | None, user_id: int | None
-    ) -> list[str]:
-        """Records this window must return again unless WHOOP deleted them.
+    ) -> dict[str, str | None]:
+        """Records this window must return again unless WHOOP deleted them, with their keys.
 
         After an incremental run, those the last run kept in the state (`window_ids`) that fall
         inside this window; on a first or full sync, every record the ledger holds for the
@@ -482,14 +597,14 @@ class CollectionStream(WhoopStream):
         trails the bookmark by up to `filter_lag`: twice that is left unchecked.
         """
         if user_id is None:
-            return []
+            return {}
         if state.get("replication_key_value"):
             candidates: dict[str, str | None] = dict(state.get("window_ids") or [])
         else:
             candidates = self.run.inbox.known(user_id, self.name)
         lowest = start + 2 * self.filter_lag if start is not None else None
         end = parse_time(self.config["end_date"]) if self.config.get("end_date") else None
-        expected = []
+        expected: dict[str, str | None] = {}
         for record_id, key in candidates.items():
             try:
                 moment = parse_time(key) if key else None
@@ -499,7 +614,7 @@ class CollectionStream(WhoopStream):
                 continue
             if end is not None and moment >= end:
                 continue
-            expected.append(record_id)
+            expected[record_id] = key
         return expected
 
     def ids_to_keep(self, state: dict[str, t.Any], seen: dict[str, str]) -> list[list[str]]:
@@ -558,7 +673,7 @@ class CollectionStream(WhoopStream):
             **{name: None for name in self.schema["properties"]},
             key: typed,
             "user_id": user_id,
-            "_sdc_deleted_at": _iso(datetime.datetime.now(datetime.timezone.utc)),
+            "_sdc_deleted_at": now_iso(),
         }
 
     def emit_directly(self, record: dict[str, t.Any]) -> None:
@@ -592,7 +707,9 @@ class CollectionStream(WhoopStream):
     def get_new_paginator(self) -> NextTokenPaginator:
         """WHOOP's `nextToken` pages, no more than the window can hold."""
         self._paginator = NextTokenPaginator(
-            max_pages=self.max_pages(self._paging_context), key=self.record_key
+            max_pages=self.max_pages(self._paging_context),
+            key=self.record_key,
+            budget=lambda: self.run.admits(self.page_cost),
         )
         return self._paginator
 
@@ -641,14 +758,30 @@ class CollectionStream(WhoopStream):
         params: dict[str, t.Any] = {"limit": PAGE_SIZE}
         if start := self.window_start(context):
             params["start"] = _iso(start)
-        if end := self.config.get("end_date"):
-            params["end"] = _iso(parse_time(end))
+        if end := self.window_end_param(context):
+            params["end"] = _iso(end)
         if next_page_token:
             params["nextToken"] = next_page_token
         return params
 
+    def window_end_param(self, context: Context | None) -> datetime.datetime | None:
+        """`end_date`; for history still to read, where the last walk stopped."""
+        end = parse_time(self.config["end_date"]) if self.config.get("end_date") else None
+        held = self.get_context_state(context).get("backfill_end")
+        if self._continuing and held:
+            end = parse_time(held) if end is None else min(end, parse_time(held))
+        return end
+
     def window_start(self, context: Context | None) -> datetime.datetime | None:
-        """`start_date` on a fresh state; afterwards the bookmark minus the lookback."""
+        """`start_date` on a fresh state; afterwards the bookmark minus the lookback.
+
+        For history still to read, where that walk began (`backfill_start`, or `start_date`).
+        """
+        if self._continuing:
+            held = self.get_context_state(context).get("backfill_start")
+            if held:
+                return parse_time(held)
+            return parse_time(self.config["start_date"]) if self.config.get("start_date") else None
         start = self.get_starting_timestamp(context)
         if start is None:
             return None
@@ -689,6 +822,11 @@ def _json_type(value: t.Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     return "number"
+
+
+def now_iso() -> str:
+    """Now, as the state and deletion records write date-times."""
+    return _iso(datetime.datetime.now(datetime.timezone.utc))
 
 
 def _iso(value: t.Any) -> str:

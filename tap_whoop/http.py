@@ -14,6 +14,7 @@ import datetime
 import decimal
 import errno
 import logging
+import math
 import random
 import sqlite3
 import threading
@@ -45,7 +46,10 @@ if t.TYPE_CHECKING:
     from tap_whoop.auth import MemberAuth
 
 DAILY_WINDOW_THRESHOLD_SECONDS = 120
+"""Without a `window=` list in WHOOP's headers, a reset further away than this is the day's."""
 LOW_REMAINING = 10
+DAILY_RESERVE = 20
+"""Requests of WHOOP's daily window a run leaves unspent: other workers may be mid-request."""
 DEFAULT_REQUEST_TIMEOUT = 60
 """Seconds one attempt may take, connecting and reading the whole answer included."""
 DEFAULT_MAX_REQUEST_ATTEMPTS = 8
@@ -104,8 +108,10 @@ class AppPacer:
         max_requests_per_minute: int,
         shared_file: Path | None = None,
         shared_window: SharedWindow | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.ceiling = float(max_requests_per_minute)
+        self.budget = budget if budget is not None else RequestBudget()
         self.rate: float | None = None
         self.rate_limited = 0
         self.shared_file = shared_file
@@ -129,9 +135,20 @@ class AppPacer:
         self._quota_resets_at: float | None = None
 
     def wait(self) -> None:
-        """Block until the next request may go out."""
+        """Block until the next request may go out: WHOOP's pace first, then the window's slot.
+
+        The slot is taken last, so that the request reaches WHOOP right after it: a slot taken
+        before a pause would let more than the ceiling arrive within a minute.
+        """
         if self._quota_resets_at is not None:
             raise _quota_exhausted(self._quota_resets_at - time.monotonic())
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._not_before)
+            if self.rate is not None:
+                self._not_before = start + 60.0 / self.rate
+        if start > now:
+            time.sleep(start - now)
         if self.shared_window is not None:
             self.shared_window.acquire()
         else:
@@ -141,13 +158,7 @@ class AppPacer:
                 self._limiter.try_acquire("whoop")
             except (OSError, sqlite3.Error) as exc:
                 raise self._shared_file_error(exc) from None
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._not_before)
-            if self.rate is not None:
-                self._not_before = start + 60.0 / self.rate
-        if start > now:
-            time.sleep(start - now)
+        self.budget.spend()
 
     def _shared_file_error(self, exc: BaseException) -> TapWhoopError:
         full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
@@ -162,12 +173,15 @@ class AppPacer:
         """Learn from WHOOP's rate-limit headers and status."""
         remaining = _header_number(response, "X-RateLimit-Remaining")
         reset = _header_number(response, "X-RateLimit-Reset")
+        daily = _binds_daily(response.headers.get("X-RateLimit-Limit"), reset)
         now = time.monotonic()
+        if daily and remaining is not None and reset is not None:
+            self.budget.see_daily_window(remaining, reset)
         with self._lock:
             if response.status_code == 429:
                 self.rate_limited += 1
                 wait = reset if reset is not None else 60.0
-                if wait > DAILY_WINDOW_THRESHOLD_SECONDS:
+                if daily:
                     raise _quota_exhausted(wait)
                 self.rate = max(1.0, (self.rate or self.ceiling) / 2)
                 self._not_before = max(self._not_before, now + wait)
@@ -183,11 +197,56 @@ class AppPacer:
                     self.rate = None
             if remaining is None or reset is None or remaining >= LOW_REMAINING:
                 return
-            if reset > DAILY_WINDOW_THRESHOLD_SECONDS:
+            if daily:
                 if remaining <= 0:
                     self._quota_resets_at = now + reset
                 return
             self._not_before = max(self._not_before, now + reset / max(remaining, 0.5))
+
+
+class RequestBudget:
+    """What one run may still send: `max_requests_per_run`, and what WHOOP's day has left.
+
+    WHOOP's headers describe the binding window only, so the day's remaining requests are known
+    once fewer are left in the day than in the minute; from then on this run's own requests are
+    counted off it, and a reserve is left for the app's other workers.
+    """
+
+    def __init__(self, max_requests_per_run: int | None = None) -> None:
+        self.max_requests_per_run = max_requests_per_run
+        self.sent = 0
+        self._daily: tuple[float, int, float] | None = None  # remaining, sent then, resets at
+        self._lock = threading.Lock()
+
+    def spend(self) -> None:
+        """Count a request about to be sent."""
+        with self._lock:
+            self.sent += 1
+
+    def see_daily_window(self, remaining: float, reset: float) -> None:
+        """WHOOP said how many requests its day has left, and when it resets."""
+        with self._lock:
+            self._daily = (remaining, self.sent, time.monotonic() + reset)
+
+    def room(self) -> tuple[float, str | None]:
+        """Requests this run may still send, and what limits them ("run", "day" or None)."""
+        with self._lock:
+            sent, daily = self.sent, self._daily
+        left, limit = math.inf, None
+        if self.max_requests_per_run is not None:
+            left, limit = self.max_requests_per_run - sent, "run"
+        if daily is not None and time.monotonic() < daily[2]:
+            remaining, sent_then, _ = daily
+            in_day = remaining - (sent - sent_then) - DAILY_RESERVE
+            if in_day < left:
+                left, limit = in_day, "day"
+        return left, limit
+
+    def daily_resume_in(self) -> float:
+        """Seconds until WHOOP's daily window resets, as its headers last said (0: unknown)."""
+        with self._lock:
+            daily = self._daily
+        return max(daily[2] - time.monotonic(), 0.0) if daily is not None else 0.0
 
 
 class _SharedBucket(SQLiteBucket):
@@ -219,6 +278,30 @@ def _quota_exhausted(seconds: float) -> QuotaExhaustedError:
         "WHOOP's daily request quota for this app is spent; state was saved, resume after "
         f"{resume:%Y-%m-%d %H:%M} UTC (in {seconds / 3600:.1f} h)"
     )
+
+
+def _binds_daily(limit: str | None, reset: float | None) -> bool:
+    """Whether WHOOP's headers describe its daily window (rather than the minute's).
+
+    `X-RateLimit-Limit: 100, 100;window=60, 10000;window=86400` names the binding limit first,
+    then every window; the longest window is the day's. Without that list, a reset more than
+    two minutes away can only be the day's.
+    """
+    windows: dict[float, float] = {}
+    binding: float | None = None
+    for index, part in enumerate((limit or "").split(",")):
+        number, _, rest = part.strip().partition(";")
+        try:
+            value = float(number)
+            if index == 0:
+                binding = value
+            elif rest.strip().startswith("window="):
+                windows.setdefault(value, float(rest.strip().removeprefix("window=")))
+        except ValueError:
+            continue
+    if binding is not None and len(windows) > 1 and binding in windows:
+        return windows[binding] == max(windows.values())
+    return reset is not None and reset > DAILY_WINDOW_THRESHOLD_SECONDS
 
 
 def _header_number(response: requests.Response, name: str) -> float | None:

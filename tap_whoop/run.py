@@ -27,6 +27,7 @@ from tap_whoop.http import (
     DEFAULT_REQUEST_TIMEOUT,
     AppPacer,
     MemberClient,
+    RequestBudget,
 )
 from tap_whoop.inbox import Inbox, SqliteInbox
 from tap_whoop.settings import (
@@ -34,6 +35,7 @@ from tap_whoop.settings import (
     DEFAULT_MAX_REQUESTS_PER_MINUTE,
     DEFAULT_MEMBER,
     DEFAULT_OAUTH_URL,
+    DEFAULT_PROFILE_INTERVAL_HOURS,
     DEFAULT_RECONCILE_INTERVAL_HOURS,
     configured_members,
     member_shard,
@@ -47,6 +49,10 @@ if t.TYPE_CHECKING:
     from tap_whoop.pgstore import Database
 
 logger = logging.getLogger("tap-whoop")
+
+#: A run syncs every member's new records first, then reads histories with what is left
+#: (`TapWhoop.sync_members`); "all" reads both at once, as the SDK's own `sync_all` does.
+Phase = t.Literal["all", "incremental", "backfill"]
 
 INBOX_FILE = "inbox.sqlite"
 RECEIVER_TIMEOUT_SECONDS = 0.5
@@ -156,6 +162,20 @@ class Run:
     invocation: Invocation = field(default_factory=Invocation.current)
     #: Members left alone this run: webhooks keep them fresh until their next reconciliation.
     resting: set[str] = field(default_factory=set)
+    #: Which pass of the run is under way (see `TapWhoop.sync_members`).
+    phase: Phase = "all"
+    #: Members whose incremental sync the run's budget could not hold, and what limited it.
+    deferred: dict[str, str] = field(default_factory=dict)
+    #: Members with history to read in the run's second pass.
+    backfilling: set[str] = field(default_factory=set)
+    #: Members with history still to read after this run, and what stopped the reading.
+    backfill_left: dict[str, str] = field(default_factory=dict)
+    #: Members whose profile and body measurement this run has read.
+    details_read: set[str] = field(default_factory=set)
+    #: Requests one member's collections take in an incremental sync, about.
+    incremental_cost: int = 4
+    #: Requests reading a member's profile and body measurement takes.
+    details_cost: int = 2
 
     @cached_property
     def database(self) -> Database | None:
@@ -163,8 +183,14 @@ class Run:
         url = self.config.get("store_url")
         if not url:
             return None
-        from tap_whoop.pgstore import Database  # psycopg loads only for runs that use it
-
+        try:
+            from tap_whoop.pgstore import Database  # psycopg loads only for runs that use it
+        except ImportError as exc:
+            raise ConfigError(
+                f"store_url needs the PostgreSQL driver psycopg, which cannot be loaded ({exc}); "
+                "reinstall tap-whoop with its dependencies (`pip install tap-whoop`, or "
+                "`meltano install --clean tap-whoop`)"
+            ) from None
         return Database(str(url))
 
     @cached_property
@@ -239,10 +265,19 @@ class Run:
         if self.database is not None:
             from tap_whoop.pgstore import PostgresWindow
 
-            return AppPacer(ceiling, shared_window=PostgresWindow(self.database, app, ceiling))
+            window = PostgresWindow(self.database, app, ceiling)
+            return AppPacer(ceiling, shared_window=window, budget=self.budget)
         return AppPacer(
-            ceiling, shared_file=self.file_token_store.beside(f"rate-limit-{app}.sqlite")
+            ceiling,
+            shared_file=self.file_token_store.beside(f"rate-limit-{app}.sqlite"),
+            budget=self.budget,
         )
+
+    @cached_property
+    def budget(self) -> RequestBudget:
+        """What this run may still send (`max_requests_per_run`, WHOOP's day)."""
+        per_run = self.config.get("max_requests_per_run")
+        return RequestBudget(int(per_run) if per_run is not None else None)
 
     def member_client(self, key: str) -> MemberClient:
         """Calls as member `key` outside a stream, under the policy of the streams."""
@@ -278,6 +313,17 @@ class Run:
         return SqliteInbox(
             self.file_token_store.beside(INBOX_FILE), busy_timeout=RECEIVER_TIMEOUT_SECONDS
         )
+
+    @property
+    def profile_interval(self) -> float:
+        """Seconds between reads of a member's profile and body measurement."""
+        hours = self.config.get("profile_interval_hours")
+        return float(DEFAULT_PROFILE_INTERVAL_HOURS if hours is None else hours) * 3600
+
+    def admits(self, requests: float) -> str | None:
+        """None when the budget holds `requests` more; else what limits it ("run" or "day")."""
+        left, limit = self.budget.room()
+        return limit if left < requests else None
 
     @property
     def reconcile_interval(self) -> float:

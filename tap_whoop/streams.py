@@ -11,13 +11,16 @@ import math
 import typing as t
 
 from tap_whoop import schemas
-from tap_whoop.client import CollectionStream, WhoopStream
+from tap_whoop.client import CollectionStream, WhoopStream, now_iso
 from tap_whoop.inbox import LedgerRow
+from tap_whoop.settings import parse_time
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
     from singer_sdk.helpers.types import Context
+
+    from tap_whoop.run import Run
 
 
 class ProfileStream(WhoopStream):
@@ -29,19 +32,52 @@ class ProfileStream(WhoopStream):
     schema = schemas.PROFILE
     scope = "read:profile"
 
+    _unread: set[int]
+
     @property
     def partitions(self) -> list[dict[str, t.Any]]:
-        """Every configured member, by config key, but those resting between reconciliations."""
-        return [
-            {"member": member.key}
-            for member in self.run.members
-            if member.key not in self.run.resting
-        ]
+        """The members this pass syncs, by config key.
+
+        The first pass: every configured member but those resting between reconciliations;
+        the second: those with history still to read.
+        """
+        if self.run.phase == "backfill":
+            keys = [key for key in self.run.backfilling if key not in self.run.deferred]
+        else:
+            keys = [member.key for member in self.run.members if member.key not in self.run.resting]
+        return [{"member": key} for key in keys]
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """The member's profile; nothing when every member rests (the SDK's one empty context)."""
-        if context:
-            yield from super().get_records(context)
+        """The member's profile, when due; else only their user id, for the other streams.
+
+        A profile is re-read once per `profile_interval_hours`. A member whose incremental
+        sync the run's budget cannot hold is left for the next run (`Run.deferred`).
+        Nothing when every member rests (the SDK's one empty context).
+        """
+        if not context:
+            return
+        member = self.run.members.for_context(context)
+        state = self.get_context_state(context)
+        user_id = member.user_id or self.run.members.known_user_ids().get(member.key)
+        due = user_id is None or details_due(self.run, member.key, state)
+        cost = self.run.incremental_cost + (self.run.details_cost if due else 0)
+        if self.run.phase == "incremental" and (limit := self.run.admits(cost)):
+            self.run.deferred[member.key] = limit
+            return
+        if not due:
+            self.__dict__.setdefault("_unread", set()).add(user_id)
+            yield {"user_id": user_id}
+            return
+        yield from super().get_records(context)
+        if not member.skips(self.name):
+            state["read_at"] = now_iso()
+        self.run.details_read.add(member.key)
+
+    def _write_record_message(self, record: dict[str, t.Any]) -> None:
+        """A profile that was not re-read (only its user id) is not written."""
+        if record.get("user_id") in self.__dict__.get("_unread", ()):
+            return
+        super()._write_record_message(record)
 
     def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
         """Hand the member's WHOOP user id to every other stream."""
@@ -64,6 +100,28 @@ class BodyMeasurementStream(MemberStream):
     primary_keys = ("user_id",)
     schema = schemas.BODY_MEASUREMENT
     scope = "read:body_measurement"
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """Read once per `profile_interval_hours`, like the profile."""
+        member = self.run.members.for_context(context)
+        state = self.get_context_state(context)
+        if member.key in self.run.details_read or not details_due(self.run, None, state):
+            return
+        yield from super().get_records(context)
+        if not member.skips(self.name):
+            state["read_at"] = now_iso()
+
+
+def details_due(run: Run, key: str | None, state: dict[str, t.Any]) -> bool:
+    """Whether a member's profile or body measurement is to be read in this run."""
+    if key is not None and key in run.details_read:
+        return False
+    try:
+        read_at = parse_time(str(state["read_at"]))
+    except (KeyError, ValueError):
+        return True
+    elapsed = datetime.datetime.now(datetime.timezone.utc) - read_at
+    return elapsed.total_seconds() >= run.profile_interval
 
 
 class CyclesStream(CollectionStream, MemberStream):
@@ -88,7 +146,7 @@ class CyclesStream(CollectionStream, MemberStream):
         (about one cycle a day); after, it is counted.
         """
         per_cycle = [t.cast("WhoopStream", child) for child in self.child_streams if child.selected]
-        if not per_cycle:
+        if not per_cycle or not self.reads_in_this_pass(context):
             yield from super().get_records(context)
             return
         member = self.run.members.for_context(context)
@@ -192,6 +250,11 @@ class CycleChildStream(WhoopStream):
     def enabled(self) -> bool:
         """Whether `per_cycle_streams` asks for the per-cycle streams."""
         return bool(self.config.get("per_cycle_streams"))
+
+    @property
+    def requests_per_record(self) -> int:
+        """One request per cycle, when `per_cycle_streams` is on."""
+        return 1 if self.enabled else 0
 
     def estimated_requests(self, days: float) -> int:
         """One per cycle, about one a day (the current one included); none when not enabled."""

@@ -6,7 +6,9 @@ import copy
 import datetime
 import json
 import logging
+import math
 import sys
+import time
 import typing as t
 from functools import cached_property
 
@@ -14,12 +16,13 @@ import click
 from singer_sdk import Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, MappingError
+from singer_sdk.singerlib import StateMessage
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop.check import check_credentials
 from tap_whoop.client import CollectionStream
 from tap_whoop.drain import drain_inbox
-from tap_whoop.errors import ConfigError, Invocation
+from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
 from tap_whoop.run import Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
@@ -39,6 +42,9 @@ if t.TYPE_CHECKING:
     from tap_whoop.client import WhoopStream
 
 logger = logging.getLogger("tap-whoop")
+
+STATE_INTERVAL_SECONDS = 5.0
+"""Seconds between STATE messages during a run; the last state is always written."""
 
 #: Where the `tap-whoop` command leaves, for `invoke`, what its options said.
 CONFIG_FILES = "tap_whoop.config_files"
@@ -76,6 +82,21 @@ class TapWhoop(Tap):
             raise ConfigError(errors[0])
         if self.input_catalog is not None:
             self._check_catalog()
+
+    @cached_property
+    def paced_state_writer(self) -> PacedStateWriter:
+        """The run's STATE messages, at most one per `STATE_INTERVAL_SECONDS`."""
+        return PacedStateWriter(self.message_writer)
+
+    @property
+    def state_writer(self) -> PacedStateWriter:  # type: ignore[override]
+        """Where the streams write STATE: paced, so that a thousand members cost linear time.
+
+        The SDK writes the whole state after every member's partition of every stream; each
+        message holds every member's bookmarks, so a run's output and CPU would grow with the
+        square of the members.
+        """
+        return self.paced_state_writer
 
     @classmethod
     def settings_schema(cls) -> dict[str, t.Any]:
@@ -157,10 +178,13 @@ class TapWhoop(Tap):
         check_credentials(self.run, profile, others, echo)
 
     def sync_members(self) -> None:
-        """Sync every member; fail at the end, naming members that could not be synced.
+        """Sync every member in two passes; fail at the end, naming what was not synced.
 
-        One member's revoked authorization neither stops the others nor passes unnoticed by
-        the scheduler: their data and state are delivered first.
+        The first pass reads every member's new records; the second, history not read yet (new
+        members', newest first), with what the run's budget has left: `max_requests_per_run`
+        and WHOOP's daily window. What a budget stops is resumed by the next run. One member's
+        revoked authorization neither stops the others nor passes unnoticed by the scheduler:
+        their data and state are delivered first.
         """
         self.run.check_members_have_tokens()
         self._skip_per_cycle_streams()
@@ -169,10 +193,71 @@ class TapWhoop(Tap):
             for name, stream in self.streams.items()
             if isinstance(stream, CollectionStream)
         }
-        drain_inbox(self.run, collections, lambda: self.state_writer.write_state(self.state))
-        self._rest_members_between_reconciliations(list(collections.values()))
-        self.sync_all()
+        writer = self.paced_state_writer
+        try:
+            drain_inbox(self.run, collections, lambda: writer.write_now(dict(self.state)))
+            self._rest_members_between_reconciliations(list(collections.values()))
+            self.run.incremental_cost, self.run.details_cost = self._incremental_cost()
+            self.run.phase = "incremental"
+            self.sync_all()
+            if self.run.backfilling:
+                self.run.phase = "backfill"
+                self.sync_all()
+        finally:
+            writer.flush()
+        self._report_budget()
         self.run.members.raise_for_problems()
+        self._raise_if_deferred()
+
+    def _incremental_cost(self) -> tuple[int, int]:
+        """Requests of one member's incremental sync, about: collections, then profile and body.
+
+        A page per selected collection, and a request per cycle of the window for each
+        per-cycle stream.
+        """
+        selected = [stream for stream in self.streams.values() if stream.selected]
+        days = float(self.config.get("lookback_days", 0)) + 1
+        collections = sum(
+            t.cast("WhoopStream", stream).estimated_requests(days)
+            if isinstance(stream, CycleChildStream)
+            else 1
+            for stream in selected
+            if isinstance(stream, CollectionStream | CycleChildStream)
+        )
+        return collections, len(selected) - sum(
+            1 for stream in selected if isinstance(stream, CollectionStream | CycleChildStream)
+        )
+
+    def _report_budget(self) -> None:
+        if left := self.run.backfill_left:
+            self.logger.info(
+                "history still to read for %d member(s) (%s): the next run continues it, newest "
+                "first, after every member's new records",
+                len(left),
+                _limits(set(left.values()), self.config),
+            )
+
+    def _raise_if_deferred(self) -> None:
+        """Exit 75 when the budget left members unsynced, or WHOOP's day stopped history."""
+        deferred = self.run.deferred
+        day_stopped = "day" in deferred.values() or "day" in self.run.backfill_left.values()
+        if not deferred and not day_stopped:
+            return
+        what = (
+            f"{len(deferred)} of {len(self.run.members)} member(s) not synced this run (their "
+            "bookmarks are kept)"
+            if deferred
+            else f"history of {len(self.run.backfill_left)} member(s) still to read"
+        )
+        limits = set(deferred.values()) | ({"day"} if day_stopped else set())
+        resume = "run again"
+        if "day" in limits:
+            seconds = self.run.budget.daily_resume_in()
+            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+            resume = f"resume after {at:%Y-%m-%d %H:%M} UTC (in {seconds / 3600:.1f} h)"
+        raise QuotaExhaustedError(
+            f"{_limits(limits, self.config)}: {what}; state was saved, {resume}"
+        )
 
     def _rest_members_between_reconciliations(self, collections: list[CollectionStream]) -> None:
         """While webhooks arrive, a member's collections are read every reconcile interval only.
@@ -250,8 +335,8 @@ class TapWhoop(Tap):
         tap = cls(
             config=getattr(config, "config", None) or {},
             parse_env_config=getattr(config, "parse_env", False),
-            state=_read_json_file(state, "state"),
-            catalog=_read_json_file(catalog, "catalog"),
+            state=read_json_file(state, "state"),
+            catalog=read_json_file(catalog, "catalog"),
         )
         tap.run.invocation = Invocation.current(meta.get(CONFIG_FILES, ()))
         if meta.get(TEST_REQUESTED):
@@ -260,7 +345,52 @@ class TapWhoop(Tap):
         tap.sync_members()
 
 
-def _read_json_file(file: t.IO[str] | None, option: str) -> dict[str, t.Any] | None:
+def _limits(limits: set[str], config: t.Mapping[str, t.Any]) -> str:
+    """What stopped a run's reading, in words."""
+    said = []
+    if "day" in limits:
+        said.append("WHOOP's daily request quota for this app is nearly spent")
+    if "run" in limits:
+        said.append(f"max_requests_per_run ({config.get('max_requests_per_run')}) was reached")
+    return " and ".join(said) or "the run's budget was spent"
+
+
+class PacedStateWriter:
+    """Writes the tap's STATE at most every few seconds, and the latest one on `flush`.
+
+    A later STATE supersedes an earlier one, so skipping some loses nothing; the one held back
+    is the live state, written whole when the interval has passed or the run ends.
+    """
+
+    def __init__(self, message_writer: t.Any, interval: float = STATE_INTERVAL_SECONDS) -> None:
+        self._message_writer = message_writer
+        self._interval = interval
+        self._written_at = -math.inf
+        self._last: dict[str, t.Any] | None = None
+        self._pending: dict[str, t.Any] | None = None
+
+    def write_state(self, state: dict[str, t.Any]) -> None:
+        """Write `state` if the interval has passed; else hold it for the next write."""
+        if time.monotonic() - self._written_at < self._interval:
+            self._pending = state
+            return
+        self.write_now(state)
+
+    def write_now(self, state: dict[str, t.Any]) -> None:
+        """Write `state` now, unless it is the last one written."""
+        self._pending = None
+        self._written_at = time.monotonic()
+        if state != self._last:
+            self._message_writer.write_message(StateMessage(value=state))
+            self._last = copy.deepcopy(state)
+
+    def flush(self) -> None:
+        """Write the state held back, if any."""
+        if self._pending is not None:
+            self.write_now(self._pending)
+
+
+def read_json_file(file: t.IO[str] | None, option: str) -> dict[str, t.Any] | None:
     """A `--state` or `--catalog` file, refused in one line when it is not what it must be."""
     if file is None:
         return None

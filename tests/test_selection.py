@@ -270,7 +270,7 @@ def test_a_healthy_run_logs_no_warning(
 
     assert result.error is None
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    unsorted = [r for r in caplog.records if "newest first" in r.getMessage()]
+    unsorted = [r for r in caplog.records if "WHOOP lists records newest first" in r.getMessage()]
     assert sorted(r.getMessage().split(":")[0] for r in unsorted) == sorted(COLLECTIONS)
     assert {r.levelno for r in unsorted} == {logging.DEBUG}
     # the bookmarks are still taken when each stream completes

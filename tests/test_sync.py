@@ -627,7 +627,7 @@ def test_a_revoked_member_fails_clearly_and_the_others_are_delivered(
     assert "re-authorize" in str(second.error)
     assert "alice" not in str(second.error)
     assert any("'bob'" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
-    assert {r["user_id"] for r in second.records("profile")} == {alice.user_id}
+    assert second.records("profile") == []  # read by the first run, less than a day ago
     for stream, (kind, _) in COLLECTIONS.items():
         assert {r["user_id"] for r in second.records(stream)} == {alice.user_id}, stream
         newest = key_of(sandbox.records("alice", kind)[0])
