@@ -82,6 +82,7 @@ def build_command() -> click.Group:
     group.add_command(revoke)
     group.add_command(webhooks)
     group.add_command(store)
+    group.add_command(plan)
     return group
 
 
@@ -428,3 +429,62 @@ def copy_store(
         f"{source.path} is now marked as moved: set store_url everywhere this app runs (the tap "
         "and `tap-whoop webhooks`); a run without it refuses the file."
     )
+
+
+@click.command(context_settings={"help_option_names": ["--help"]})
+@_CONFIG_OPTION
+@click.option(
+    "--state",
+    "state_file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="FILE",
+    help="The Singer state of the next run (under Meltano: `meltano state get STATE_ID`); "
+    "without it every member is costed as new.",
+)
+@click.option(
+    "--catalog",
+    "catalog_file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="FILE",
+    help="The catalog the runs use (default: the streams selected by default).",
+)
+@click.option(
+    "--runs-per-day",
+    type=click.IntRange(1, 1440),
+    default=24,
+    show_default=True,
+    help="How often the schedule runs the tap.",
+)
+@click.option(
+    "--daily-limit",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="The app's daily request quota (WHOOP's default is 10,000).",
+)
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    configs: tuple[str, ...],
+    state_file: t.IO[str] | None,
+    catalog_file: t.IO[str] | None,
+    runs_per_day: int,
+    daily_limit: int,
+) -> None:
+    """Print what the next run and a day of runs will cost, per member and in total.
+
+    Against the app's daily quota, and how many days the histories still to read will take.
+    Nothing is requested from WHOOP and no token is spent.
+    """
+    from tap_whoop.plan import report
+    from tap_whoop.tap import read_json_file
+
+    run = _run(ctx, configs)
+    tap = TapWhoop(
+        config=dict(run.config),
+        state=read_json_file(state_file, "state"),
+        catalog=read_json_file(catalog_file, "catalog"),
+    )
+    tap.run.invocation = run.invocation
+    for line in report(tap, runs_per_day, daily_limit):
+        click.echo(line)

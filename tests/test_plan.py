@@ -1,0 +1,115 @@
+"""`tap-whoop plan`: the next run's and a day's requests, per member and in total, for nothing."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+from auth_support import run_cli, write_json
+from conftest import run_tap, tap_config
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from whoop_sandbox import Sandbox
+
+
+def members_config(sandbox: Sandbox, tmp_path: Path, keys: t.Iterable[str], **more: t.Any) -> dict:
+    config = tap_config(sandbox, tmp_path, **more)
+    del config["refresh_token"]
+    config["users"] = [
+        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in keys
+    ]
+    return config
+
+
+def row(output: str, member: str) -> list[str]:
+    for line in output.splitlines():
+        if line.split()[:1] == [member]:
+            return line.split()
+    raise AssertionError(f"no row for {member} in:\n{output}")
+
+
+def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without_a_request(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(members=("alice", "carol"), history_days=400)
+    start = {"start_date": "2025-01-01T00:00:00Z"}
+    first = run_tap(members_config(sandbox, tmp_path, ("alice",), **start))
+    assert first.error is None
+    config = write_json(
+        tmp_path / "config.json", members_config(sandbox, tmp_path, ("alice", "carol"), **start)
+    )
+    state = write_json(tmp_path / "state.json", first.state)
+    sandbox.reset_stats()
+
+    done = run_cli("plan", "--config", str(config), "--state", str(state), "--runs-per-day", "8")
+
+    assert done.returncode == 0, done.stderr
+    assert sandbox.stats()["requests"] == 0
+    assert sandbox.stats()["token_requests"] == 0
+    alice, carol = row(done.stdout, "alice"), row(done.stdout, "carol")
+    assert alice[2:] == ["0", "4", "0", "4"]  # profile read within the day, a page per collection
+    assert carol[1] == "-"
+    assert carol[2] == "2"
+    history = int(carol[4])
+    assert 4 * 700 / 25 * 0.8 < history < 4 * 700 / 25 * 1.5  # ~700 days, 4 collections
+    assert re.search(rf"^total .* {4 + 2 + history}$", done.stdout, re.MULTILINE)
+    assert "a day of 8 run(s) (one every 3 h)" in done.stdout
+    assert "of the app's 10,000 a day" in done.stdout
+    assert "done in 1 day(s)" in done.stdout
+
+
+def test_plan_says_how_many_days_a_history_takes_and_where_the_run_cap_cuts(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(members=("carol",), history_days=10)
+    config = write_json(
+        tmp_path / "config.json",
+        members_config(
+            sandbox,
+            tmp_path,
+            ("carol",),
+            start_date="2016-01-01T00:00:00Z",
+            max_requests_per_run=50,
+        ),
+    )
+
+    done = run_cli("plan", "--config", str(config), "--runs-per-day", "1", "--daily-limit", "100")
+
+    assert done.returncode == 0, done.stderr
+    history = int(row(done.stdout, "carol")[4])
+    assert "max_requests_per_run caps it at 50" in done.stdout
+    spare = min(100 - 6, 1 * (50 - 4))
+    assert f"with {spare} a day to spare, done in {-(-history // spare)} day(s)" in done.stdout
+
+
+def test_plan_warns_when_the_schedule_alone_exceeds_the_daily_quota(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(members=("alice", "bob"), history_days=5)
+    config = write_json(
+        tmp_path / "config.json", members_config(sandbox, tmp_path, ("alice", "bob"))
+    )
+
+    done = run_cli("plan", "--config", str(config), "--runs-per-day", "24", "--daily-limit", "50")
+
+    assert done.returncode == 0, done.stderr
+    assert "the schedule needs more than the app's daily quota" in done.stdout
+    assert "at most 0 member(s)" not in done.stdout
+
+
+def test_plan_refuses_a_state_file_that_is_not_json_in_one_line(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    config = write_json(tmp_path / "config.json", tap_config(sandbox, tmp_path))
+    state = tmp_path / "state.json"
+    state.write_text("{not json", encoding="utf-8")
+
+    done = run_cli("plan", "--config", str(config), "--state", str(state))
+
+    assert done.returncode == 2
+    assert "is not valid JSON" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
