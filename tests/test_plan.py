@@ -35,7 +35,7 @@ def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without
     start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     sandbox = start_sandbox(members=("alice", "carol"), history_days=400)
-    start = {"start_date": "2025-01-01T00:00:00Z"}
+    start = {"start_date": "2026-01-01T00:00:00Z"}  # within the sandbox's 400 days
     first = run_tap(members_config(sandbox, tmp_path, ("alice",), **start))
     assert first.error is None
     config = write_json(
@@ -54,11 +54,17 @@ def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without
     assert carol[1] == "-"
     assert carol[2] == "2"
     history = int(carol[4])
-    assert 4 * 700 / 25 * 0.8 < history < 4 * 700 / 25 * 1.5  # ~700 days, 4 collections
+    assert 4 * 323 / 25 * 0.8 < history < 4 * 323 / 25 * 1.5  # 323 days, 4 collections
     assert re.search(rf"^total .* {4 + 2 + history}$", done.stdout, re.MULTILINE)
     assert "a day of 8 run(s) (one every 3 h)" in done.stdout
     assert "of the app's 10,000 a day" in done.stdout
     assert "done in 1 day(s)" in done.stdout
+
+    planned = 4 + 2 + history
+    run = run_tap(members_config(sandbox, tmp_path, ("alice", "carol"), **start), first.state)
+    assert run.error is None
+    sent = sandbox.stats()["by_status"].get("200", 0)
+    assert abs(sent - planned) <= 0.15 * planned, (sent, planned)
 
 
 def test_plan_says_how_many_days_a_history_takes_and_where_the_run_cap_cuts(
