@@ -120,6 +120,16 @@ class AppPacer:
         bucket: AbstractBucket = InMemoryBucket(rates)
         if shared_file is not None:
             try:
+                # filelock waits forever for a lock file it cannot create: create it first
+                with open(f"{shared_file}.lock", "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the shared rate-limit file {shared_file} in "
+                    f"{shared_file.parent} ({exc.strerror or exc}); make that directory "
+                    "writable, or set token_store_path to a writable location"
+                ) from None
+            try:
                 bucket = _SharedBucket.init_from_file(
                     rates, db_path=str(shared_file), use_file_lock=True
                 )

@@ -18,6 +18,7 @@ from tap_whoop.settings import parse_time
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
     from tap_whoop.run import Run
@@ -32,7 +33,11 @@ class ProfileStream(WhoopStream):
     schema = schemas.PROFILE
     scope = "read:profile"
 
-    _unread: set[int]
+    def __init__(self, tap: Tap, run: Run) -> None:
+        super().__init__(tap, run)
+        #: Members whose profile was not re-read this run: only their user id was yielded.
+        self._unread: set[int] = set()
+        self._stored_user_ids: dict[str, int] | None = None
 
     @property
     def partitions(self) -> list[dict[str, t.Any]]:
@@ -58,14 +63,16 @@ class ProfileStream(WhoopStream):
             return
         member = self.run.members.for_context(context)
         state = self.get_context_state(context)
-        user_id = member.user_id or self.run.members.known_user_ids().get(member.key)
+        if self._stored_user_ids is None:  # read once: the store holds every member
+            self._stored_user_ids = self.run.members.known_user_ids()
+        user_id = member.user_id or self._stored_user_ids.get(member.key)
         due = user_id is None or details_due(self.run, member.key, state)
         cost = self.run.incremental_cost + (self.run.details_cost if due else 0)
         if self.run.phase == "incremental" and (limit := self.run.admits(cost)):
             self.run.deferred[member.key] = limit
             return
-        if not due:
-            self.__dict__.setdefault("_unread", set()).add(user_id)
+        if user_id is not None and not due:
+            self._unread.add(user_id)
             yield {"user_id": user_id}
             return
         yield from super().get_records(context)
@@ -75,7 +82,7 @@ class ProfileStream(WhoopStream):
 
     def _write_record_message(self, record: dict[str, t.Any]) -> None:
         """A profile that was not re-read (only its user id) is not written."""
-        if record.get("user_id") in self.__dict__.get("_unread", ()):
+        if record.get("user_id") in self._unread:
             return
         super()._write_record_message(record)
 
