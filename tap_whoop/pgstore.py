@@ -258,7 +258,7 @@ class Database:
                         if attempt == 0:
                             continue
                     raise TokenStoreError(
-                        f"cannot {what} {self.where}: {self.reason(exc)}"
+                        f"cannot {what} {self.where}: {self.reason(exc)}{_fix_for(exc)}"
                     ) from None
         raise AssertionError("unreachable")
 
@@ -268,6 +268,17 @@ class Database:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+
+def _fix_for(exc: psycopg.Error) -> str:
+    """What fixes a refusal no retry mends, as the end of an error line."""
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return "; the server is read-only (a standby?): point store_url at the primary"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return (
+            "; grant the store_url user SELECT, INSERT, UPDATE and DELETE on the tap_whoop_ tables"
+        )
+    return ""
 
 
 def migrate(connection: Connection, where: str, reason: Callable[[BaseException], str]) -> None:
