@@ -168,7 +168,11 @@ class _Window:
 
 
 class RateLimiter:
-    """WHOOP's app-wide budgets: fixed windows in real time, shared by all members."""
+    """WHOOP's app-wide budgets: fixed windows in real time, shared by all members.
+
+    `day_clock` (seconds) times the daily window instead of `clock`: the sandbox passes its own
+    clock when the daily budget should follow simulated days (`day_window_clock="sandbox"`).
+    """
 
     def __init__(
         self,
@@ -177,22 +181,27 @@ class RateLimiter:
         minute_window: float = 60.0,
         day_window: float = 86_400.0,
         clock: Callable[[], float] = time.monotonic,
+        day_clock: Callable[[], float] | None = None,
     ) -> None:
         self._clock = clock
-        begun = clock()
-        budgets = ((per_minute, minute_window), (per_day, day_window))
-        self._windows = [_Window(n, length, begun) for n, length in budgets if n is not None]
+        budgets = (
+            (per_minute, minute_window, clock),
+            (per_day, day_window, day_clock or clock),
+        )
+        kept = [(n, length, timer) for n, length, timer in budgets if n is not None]
+        self._clocks = [timer for _, _, timer in kept]
+        self._windows = [_Window(n, length, timer()) for n, length, timer in kept]
 
     def hit(self) -> tuple[bool, dict[str, str]]:
         """Count one request if both windows allow it; headers describe the binding window."""
-        now = self._clock()
-        for window in self._windows:
+        nows = [timer() for timer in self._clocks]
+        for window, now in zip(self._windows, nows, strict=True):
             window.roll(now)
         allowed = all(window.used < window.limit for window in self._windows)
         if allowed:
             for window in self._windows:
                 window.used += 1
-        return allowed, self._headers(now)
+        return allowed, self._headers(nows)
 
     def exhausted_headers(self, reset: int) -> dict[str, str]:
         """Headers for a 429 that says: nothing left until `reset` seconds from now."""
@@ -201,11 +210,14 @@ class RateLimiter:
             headers["X-RateLimit-Limit"] = self._limit_header(self._windows[0])
         return headers
 
-    def _headers(self, now: float) -> dict[str, str]:
+    def _headers(self, nows: list[float]) -> dict[str, str]:
         """No headers at all when both budgets are unlimited."""
         if not self._windows:
             return {}
-        binding = min(self._windows, key=lambda w: (w.limit - w.used, -w.reset_in(now)))
+        binding, now = min(
+            zip(self._windows, nows, strict=True),
+            key=lambda pair: (pair[0].limit - pair[0].used, -pair[0].reset_in(pair[1])),
+        )
         return {
             "X-RateLimit-Limit": self._limit_header(binding),
             "X-RateLimit-Remaining": str(binding.limit - binding.used),
@@ -226,9 +238,11 @@ class _Stats:
     token_requests: int = 0
     refreshes: int = 0
     invalid_grant: int = 0
+    by_member: dict[str, Counter[str]] | None = None
+    """Member key -> API path -> authenticated requests; kept only with `count_by_member`."""
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        snapshot = {
             "requests": self.requests,
             "by_path": dict(self.by_path),
             "by_status": dict(self.by_status),
@@ -237,6 +251,9 @@ class _Stats:
             "refreshes": self.refreshes,
             "invalid_grant": self.invalid_grant,
         }
+        if self.by_member is not None:
+            snapshot["by_member"] = {key: dict(paths) for key, paths in self.by_member.items()}
+        return snapshot
 
 
 def seed_token(key: str) -> str:
@@ -271,10 +288,29 @@ class Sandbox:
         access_token_ttl: int = 3600,
         state_file: str | os.PathLike[str] | None = None,
         webhook_url: str | None = None,
+        member_history_days: Mapping[str, int] | None = None,
+        day_window_clock: str = "real",
+        count_by_member: bool = False,
     ) -> None:
+        """The arguments after `webhook_url` are for simulations at scale (see `add_member`).
+
+        `member_history_days` gives some members a history length of their own (the others
+        have `history_days`). `day_window_clock="sandbox"` times the daily rate-limit window on
+        the sandbox clock, so each simulated day (`advance`) brings a fresh daily budget while
+        the minute window keeps real time. `count_by_member` makes `stats()` count API requests
+        per member and path (`by_member`).
+        """
         keys = _member_keys(members)
         if history_days < 0:
             raise ValueError("history_days must be >= 0")
+        own_history = dict(member_history_days or {})
+        unknown = sorted(set(own_history) - set(keys))
+        if unknown:
+            raise ValueError(f"member_history_days names unknown members: {', '.join(unknown)}")
+        for key, days in own_history.items():
+            _check_history_days(days, f"member_history_days[{key!r}]")
+        if day_window_clock not in ("real", "sandbox"):
+            raise ValueError("day_window_clock must be 'real' or 'sandbox'")
         for name, budget in (("per_minute", per_minute), ("per_day", per_day)):
             if budget is not None and budget < 1:
                 raise ValueError(f"{name} must be >= 1 or None")
@@ -294,17 +330,25 @@ class Sandbox:
         user_ids = Counter(member.user_id for member in self._members.values())
         if len(user_ids) < len(keys):
             raise ValueError("two member keys map to the same user_id; rename one")
-        first = self._start - history_days * DAY
         self._timelines = {
-            key: Timeline(member, member.local_date(first)) for key, member in self._members.items()
+            key: Timeline(
+                member, member.local_date(self._start - own_history.get(key, history_days) * DAY)
+            )
+            for key, member in self._members.items()
         }
+        self._added: dict[str, int] = {}
+        """Members `add_member` brought in: key -> first moment of their history (epoch ms)."""
         self._access: dict[str, Grant] = {}
         self._refresh: dict[str, Grant] = {}
         self._codes: dict[str, _AuthCode] = {}
         self._spent_seeds: set[str] = set()
         self._faults: list[_Fault] = []
-        self._stats = _Stats()
-        self._limiter = RateLimiter(per_minute, per_day, minute_window, day_window)
+        self._count_by_member = count_by_member
+        self._stats = self._new_stats()
+        timing: dict[str, Callable[[], float]] = {}
+        if day_window_clock == "sandbox":
+            timing["day_clock"] = lambda: self._now() / SECOND
+        self._limiter = RateLimiter(per_minute, per_day, minute_window, day_window, **timing)
         self._webhooks = Webhooks(lambda: self.client_secret, webhook_url)
         self._state_file = Path(state_file) if state_file is not None else None
         if self._state_file is not None and self._state_file.exists():
@@ -377,6 +421,49 @@ class Sandbox:
             timeline = self._timeline(key, kind)
             found = timeline.newest_first(kind, now, None, now)
             return [timeline.show(record, now) for record in found]
+
+    def record_ids(self, key: str, kind: Kind) -> list[str]:
+        """Ids of the records `records` would list right now, newest first, none rendered.
+
+        A recovery's id is its sleep's (`sleep_id`), a cycle's its id as text: cheap enough to
+        count or compare a long history of many members.
+        """
+        with self._lock:
+            now = self._now()
+            timeline = self._timeline(key, kind)
+            return [record.id for record in timeline.newest_first(kind, now, None, now)]
+
+    def add_member(self, key: str, history_days: int = 90) -> Member:
+        """A new member, whose history reaches `history_days` back from the sandbox's now.
+
+        As if someone with years on their strap had just joined the app: their seed refresh
+        token (`seed_refresh_token`) works from now on. ValueError for a key in use, a key that
+        maps to a member's user_id, or a bad key or length. A `state_file` remembers them.
+        """
+        (key,) = _member_keys((key,))
+        _check_history_days(history_days, "history_days")
+        with self._lock:
+            self._add(key, self._now() - history_days * DAY)
+            self._save()
+            return self._members[key]
+
+    def _add(self, key: str, first: int, *, loading: bool = False) -> None:
+        """Add a member; while loading a state file, `__init__` watches and extends later."""
+        if key in self._members:
+            raise ValueError(f"member {key!r} already exists")
+        member = Member.from_key(key)
+        if any(other.user_id == member.user_id for other in self._members.values()):
+            raise ValueError(f"member key {key!r} maps to another member's user_id; rename it")
+        timeline = Timeline(member, member.local_date(first))
+        if not loading:
+            now = self._now()
+            timeline.watch(now)
+            timeline.extend_to(now)
+        self._members[key] = member
+        self._timelines[key] = timeline
+        self._added[key] = first
+        if key not in self._spent_seeds:
+            self._refresh.setdefault(seed_token(key), Grant(key, ALL_SCOPES))
 
     def page(
         self,
@@ -737,6 +824,15 @@ class Sandbox:
             self._stats.requests += 1
             self._stats.by_path[path] += 1
 
+    def note_member_request(self, key: str, path: str) -> None:
+        """Count an authenticated API request of member `key` (with `count_by_member`)."""
+        with self._lock:
+            if self._stats.by_member is not None:
+                self._stats.by_member.setdefault(key, Counter())[path] += 1
+
+    def _new_stats(self) -> _Stats:
+        return _Stats(by_member={} if self._count_by_member else None)
+
     def note_api_status(self, status: int) -> None:
         """Count an API response by status."""
         with self._lock:
@@ -762,7 +858,7 @@ class Sandbox:
     def reset_stats(self) -> None:
         """Zero every counter."""
         with self._lock:
-            self._stats = _Stats()
+            self._stats = self._new_stats()
             self._webhooks.reset_stats()
 
     # Persistence
@@ -782,6 +878,7 @@ class Sandbox:
             },
             "refresh_tokens": {token: _grant_json(grant) for token, grant in self._refresh.items()},
             "spent_seeds": sorted(self._spent_seeds),
+            "added_members": [[key, first] for key, first in self._added.items()],
             "deleted": [
                 [key, kind, record_id]
                 for key, timeline in self._timelines.items()
@@ -815,6 +912,9 @@ class Sandbox:
             self._access = {t: _grant_of(v) for t, v in state["access_tokens"].items()}
             self._refresh = {t: _grant_of(v) for t, v in state["refresh_tokens"].items()}
             self._spent_seeds = {str(key) for key in state["spent_seeds"]}
+            for key, first in state.get("added_members", []):
+                if str(key) not in self._members:
+                    self._add(str(key), int(first), loading=True)
             for key, kind, record_id in state.get("deleted", []):
                 if key in self._timelines and kind in EVENT_KINDS:
                     self._timelines[key].deleted.add((kind, str(record_id)))
@@ -825,6 +925,11 @@ class Sandbox:
                     timeline.edits[(edit["kind"], str(edit["id"]))] = Edit(changes, int(edit["at"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"cannot read sandbox state file {path}: {exc}") from None
+
+
+def _check_history_days(days: Any, name: str) -> None:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise ValueError(f"{name} must be an integer >= 0")
 
 
 def _member_keys(members: Iterable[str]) -> tuple[str, ...]:
@@ -952,6 +1057,7 @@ def _gate() -> ResponseReturnValue | None:
     if grant is None:
         return _error(401, "unauthorized", "missing, unknown, expired or revoked access token")
     g.grant = grant
+    sandbox.note_member_request(grant.member, relative)
     return None
 
 
@@ -1296,6 +1402,19 @@ def _members() -> ResponseReturnValue:
         {"key": m.key, "user_id": m.user_id, "seed_refresh_token": seed_token(m.key)}
         for m in _sandbox().members
     ]
+
+
+@admin.post("/members")
+def _add_member() -> ResponseReturnValue:
+    body = _admin_json()
+    key, days = body.get("key"), body.get("history_days", 90)
+    if not isinstance(key, str):
+        raise SandboxError(400, "bad_request", "expected {key: str, history_days: int}")
+    try:
+        member = _sandbox().add_member(key, days)
+    except ValueError as exc:
+        raise SandboxError(400, "bad_request", str(exc)) from None
+    return {"key": key, "user_id": member.user_id, "seed_refresh_token": seed_token(key)}, 201
 
 
 @admin.post("/members/<key>/refresh_token")
