@@ -497,7 +497,7 @@ class CollectionStream(WhoopStream):
         rest of a history a budget stopped.
         """
         state = self.get_context_state(context)
-        bookmarked = state.get("replication_key_value") is not None
+        bookmarked = read_before(state)
         if self.run.phase == "incremental":
             return bookmarked
         if self.run.phase == "backfill":
@@ -508,7 +508,7 @@ class CollectionStream(WhoopStream):
         """Whether this pass reads the member's collection, noting history left for later."""
         state = self.get_context_state(context)
         if self.run.phase == "incremental" and (
-            not state.get("replication_key_value") or state.get("backfill_end")
+            not read_before(state) or state.get("backfill_end")
         ):
             self.run.backfilling.add(member_key)
         if not self.reads_in_this_pass(context):
@@ -822,6 +822,18 @@ def _json_type(value: t.Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     return "number"
+
+
+def read_before(state: dict[str, t.Any]) -> bool:
+    """Whether a member's collection was read to its end before: it has no history to read.
+
+    A bookmark says so; a collection with no records yet (a member who never logs a workout)
+    has none, only the `polled_at` of the walk that found it empty. Without this, such a member
+    would wait for a run's second pass, behind every history, on every run.
+    """
+    return state.get("replication_key_value") is not None or (
+        state.get("polled_at") is not None and not state.get("backfill_end")
+    )
 
 
 def now_iso() -> str:

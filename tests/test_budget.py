@@ -335,3 +335,19 @@ def test_a_settings_check_refuses_a_request_cap_below_one(tmp_path: Path) -> Non
             }
         )
     assert "max_requests_per_run" in str(raised.value)
+
+
+def test_a_collection_found_empty_is_read_with_the_new_records_not_behind_the_histories(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    empty = {"context": {"user_id": 1}, "polled_at": "2026-11-29T00:00:00.000Z", "window_ids": []}
+    state = {"bookmarks": {"workout": {"partitions": [empty]}}}
+    tap = TapWhoop(config=config, state=state)
+    workout = t.cast("t.Any", tap.streams["workout"])
+
+    tap.run.phase = "incremental"
+    assert workout.reads_in_this_pass({"user_id": 1})  # no workout yet: nothing to backfill
+    assert not workout.reads_in_this_pass({"user_id": 2})  # never read: a history, for later
+    tap.run.phase = "backfill"
+    assert not workout.reads_in_this_pass({"user_id": 1})
+    assert workout.reads_in_this_pass({"user_id": 2})
