@@ -24,7 +24,15 @@ from urllib.parse import urlparse
 
 import backoff
 import requests
-from pyrate_limiter import AbstractBucket, Duration, InMemoryBucket, Limiter, Rate, SQLiteBucket
+from pyrate_limiter import (
+    AbstractBucket,
+    Duration,
+    InMemoryBucket,
+    Limiter,
+    Rate,
+    SingleBucketFactory,
+    SQLiteBucket,
+)
 from singer_sdk.authenticators import APIAuthenticatorBase
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
@@ -50,6 +58,8 @@ DAILY_WINDOW_THRESHOLD_SECONDS = 120
 LOW_REMAINING = 10
 DAILY_RESERVE = 20
 """Requests of WHOOP's daily window a run leaves unspent: other workers may be mid-request."""
+EXPIRE_EVERY_SECONDS = 10.0
+"""How often the pacer deletes the window's entries older than a minute (pyrate-limiter's pace)."""
 DEFAULT_REQUEST_TIMEOUT = 60
 """Seconds one attempt may take, connecting and reading the whole answer included."""
 DEFAULT_MAX_REQUEST_ATTEMPTS = 8
@@ -130,7 +140,7 @@ class AppPacer:
                     "writable, or set token_store_path to a writable location"
                 ) from None
             try:
-                bucket = _SharedBucket.init_from_file(
+                bucket = SQLiteBucket.init_from_file(
                     rates, db_path=str(shared_file), use_file_lock=True
                 )
             except (OSError, sqlite3.Error) as exc:
@@ -139,8 +149,11 @@ class AppPacer:
                     "directory writable, or set token_store_path to a writable location"
                 ) from None
         self._bucket = bucket
-        self._limiter = Limiter(bucket)
+        # No background leak thread: it shared the SQLite connection with the sending thread.
+        self._limiter = Limiter(SingleBucketFactory(bucket, schedule_leak=False))
+        self._expired_at = -math.inf
         self._lock = threading.Lock()
+        self._window_lock = threading.Lock()
         self._not_before = 0.0
         self._quota_resets_at: float | None = None
 
@@ -163,12 +176,19 @@ class AppPacer:
             self.shared_window.acquire()
         else:
             try:
-                if isinstance(self._bucket, _SharedBucket):
-                    self._bucket.raise_leak_error()
-                self._limiter.try_acquire("whoop")
+                self._take_slot()
             except (OSError, sqlite3.Error) as exc:
                 raise self._shared_file_error(exc) from None
         self.budget.spend()
+
+    def _take_slot(self) -> None:
+        """Take a slot in the window, first deleting entries a minute old if it is time to."""
+        with self._window_lock:
+            now = time.monotonic()
+            if now - self._expired_at >= EXPIRE_EVERY_SECONDS:
+                self._bucket.leak(self._bucket.now())
+                self._expired_at = now
+            self._limiter.try_acquire("whoop")
 
     def _shared_file_error(self, exc: BaseException) -> TapWhoopError:
         full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
@@ -257,29 +277,6 @@ class RequestBudget:
         with self._lock:
             daily = self._daily
         return max(daily[2] - time.monotonic(), 0.0) if daily is not None else 0.0
-
-
-class _SharedBucket(SQLiteBucket):
-    """The SQLite window, whose background leaks keep a failure for the next request to raise.
-
-    pyrate-limiter leaks (deletes expired entries) on a thread of its own, where an exception
-    would only print a traceback; the pacer raises it instead, as one line.
-    """
-
-    _leak_error: BaseException | None = None
-
-    def leak(self, current_timestamp: int | None = None) -> int:
-        """Expire old entries; a full disk is remembered, not raised on the leak thread."""
-        try:
-            return super().leak(current_timestamp)
-        except (OSError, sqlite3.Error) as exc:
-            self._leak_error = exc
-            return 0
-
-    def raise_leak_error(self) -> None:
-        """Raise what the last background leak met, if anything."""
-        if self._leak_error is not None:
-            raise self._leak_error
 
 
 def _quota_exhausted(seconds: float) -> QuotaExhaustedError:

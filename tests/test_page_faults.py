@@ -26,12 +26,13 @@ from conftest import (
     run_tap,
     tap_config,
 )
+from pyrate_limiter import RateItem, SQLiteBucket
 
 from tap_whoop import auth as auth_module
 from tap_whoop.client import MAX_EMPTY_PAGES_IN_A_ROW
 from tap_whoop.deadline import DeadlineAdapter
 from tap_whoop.errors import MembersFailedError, TapWhoopError
-from tap_whoop.http import AppPacer, _SharedBucket
+from tap_whoop.http import AppPacer
 from tap_whoop.settings import parse_time
 from whoop_sandbox import Sandbox
 
@@ -301,10 +302,10 @@ def test_max_request_attempts_bounds_the_retries_of_server_errors(
 def test_a_full_disk_under_the_rate_limit_file_is_one_clear_line(
     sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(self: _SharedBucket, item: t.Any) -> bool:
+    def full(self: SQLiteBucket, item: t.Any) -> bool:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(_SharedBucket, "put", full)
+    monkeypatch.setattr(SQLiteBucket, "put", full)
     result = run_tap(config)
 
     assert type(result.error) is TapWhoopError
@@ -317,17 +318,38 @@ def test_a_full_disk_under_the_rate_limit_file_is_one_clear_line(
     assert sandbox.stats()["requests"] == 0
 
 
-def test_a_full_disk_met_by_a_background_leak_is_raised_by_the_next_request(
+def test_a_full_disk_met_while_expiring_old_requests_is_the_same_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: SQLiteBucket, current_timestamp: int | None = None) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    pacer = AppPacer(100, shared_file=tmp_path / "rate.sqlite")
+    monkeypatch.setattr(SQLiteBucket, "leak", full)
+    with pytest.raises(TapWhoopError, match=r"rate\.sqlite: the disk is full"):
+        pacer.wait()
+    assert pacer.budget.sent == 0
+
+
+def test_the_shared_rate_limit_file_is_touched_only_by_the_thread_sending_requests(
+    tmp_path: Path,
+) -> None:
+    threads_before = set(threading.enumerate())
+    pacer = AppPacer(100, shared_file=tmp_path / "rate.sqlite")
+    pacer.wait()
+    assert set(threading.enumerate()) - threads_before == set()
+
+
+def test_the_pacer_deletes_requests_older_than_the_window_from_the_shared_file(
     tmp_path: Path,
 ) -> None:
     pacer = AppPacer(100, shared_file=tmp_path / "rate.sqlite")
     bucket = pacer._bucket
-    assert isinstance(bucket, _SharedBucket)
+    a_while_ago = bucket.now() - 2 * 60_000
+    for _ in range(5):
+        assert bucket.put(RateItem("whoop", a_while_ago))
     pacer.wait()
-    bucket.conn.close()  # every later statement fails, as on a full disk
-    assert bucket.leak(bucket.now()) == 0  # on the leak thread: remembered, not raised
-    with pytest.raises(TapWhoopError, match=r"rate\.sqlite: it cannot be written"):
-        pacer.wait()
+    assert bucket.count() == 1
 
 
 # The faults themselves, through the admin API
