@@ -239,17 +239,20 @@ def use_tokens_for(
 ) -> None:
     """A worker on a machine of its own: ask for an access token every 50 ms for `seconds`.
 
-    Puts (when, token) for every answer, or the error that stopped it.
+    Puts (asked, answered, token) for every answer, or the error that stopped it: the token was
+    valid at some moment between the two times.
     """
     import time
 
     os.chdir(folder)
     auth = Run(machine_config(config, Path(folder))).member_auth("default")
-    seen: list[tuple[float, str]] = []
+    seen: list[tuple[float, float, str]] = []
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
-            seen.append((time.time(), auth.access_token()))
+            asked = time.time()
+            token = auth.access_token()
+            seen.append((asked, time.time(), token))
             time.sleep(0.05)
     except Exception as exc:
         results.put(f"error: {exc}")
