@@ -125,6 +125,19 @@ def tap_config(sandbox: Sandbox, tmp_path: Path, **overrides: t.Any) -> dict[str
     return config
 
 
+def members_config(
+    sandbox: Sandbox, tmp_path: Path, keys: t.Iterable[str] | None = None, **overrides: t.Any
+) -> dict[str, t.Any]:
+    """A config that syncs the members `keys` (every member by default) through `users`."""
+    config = tap_config(sandbox, tmp_path, **overrides)
+    del config["refresh_token"]
+    chosen = [m.key for m in sandbox.members] if keys is None else list(keys)
+    config["users"] = [
+        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in chosen
+    ]
+    return config
+
+
 @pytest.fixture
 def config(sandbox: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
     """The tap's config for the `sandbox` fixture."""

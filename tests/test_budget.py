@@ -8,7 +8,7 @@ import typing as t
 
 import pytest
 import requests
-from conftest import COLLECTIONS, SyncResult, key_of, run_tap, tap_config
+from conftest import COLLECTIONS, SyncResult, key_of, members_config, run_tap, tap_config
 
 from tap_whoop import http
 from tap_whoop.errors import QuotaExhaustedError
@@ -28,15 +28,6 @@ PATHS = {
     "sleep": "/v2/activity/sleep",
     "workout": "/v2/activity/workout",
 }
-
-
-def members_config(sandbox: Sandbox, tmp_path: Path, keys: t.Iterable[str], **more: t.Any) -> dict:
-    config = tap_config(sandbox, tmp_path, **more)
-    del config["refresh_token"]
-    config["users"] = [
-        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in keys
-    ]
-    return config
 
 
 def rerun(config: dict[str, t.Any], previous: SyncResult) -> SyncResult:

@@ -19,6 +19,7 @@ from conftest import (
     as_sent,
     fail_page,
     key_of,
+    members_config,
     run_tap,
     tap_config,
 )
@@ -315,12 +316,7 @@ def two_members(
     start_sandbox: Callable[..., Sandbox], tmp_path: Path, **options: t.Any
 ) -> tuple[Sandbox, dict[str, t.Any]]:
     sandbox = start_sandbox(members=("alice", "bob"), history_days=20, **options)
-    config = tap_config(sandbox, tmp_path)
-    del config["refresh_token"]
-    config["users"] = [
-        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in ("alice", "bob")
-    ]
-    return sandbox, config
+    return sandbox, members_config(sandbox, tmp_path)
 
 
 def test_members_share_the_apps_requests_per_minute(

@@ -6,22 +6,13 @@ import re
 import typing as t
 
 from auth_support import run_cli, write_json
-from conftest import run_tap, tap_config
+from conftest import members_config, run_tap, tap_config
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from whoop_sandbox import Sandbox
-
-
-def members_config(sandbox: Sandbox, tmp_path: Path, keys: t.Iterable[str], **more: t.Any) -> dict:
-    config = tap_config(sandbox, tmp_path, **more)
-    del config["refresh_token"]
-    config["users"] = [
-        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in keys
-    ]
-    return config
 
 
 def row(output: str, member: str) -> list[str]:

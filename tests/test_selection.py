@@ -8,7 +8,7 @@ import re
 import typing as t
 
 import pytest
-from conftest import COLLECTIONS, PAST, run_tap, tap_config
+from conftest import COLLECTIONS, PAST, members_config, run_tap, tap_config
 
 from tap_whoop.settings import parse_time
 from tap_whoop.tap import TapWhoop
@@ -64,11 +64,7 @@ def test_skipped_per_cycle_streams_are_said_once_for_all_members(
     start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sandbox = start_sandbox(members=("alice", "bob"), history_days=10)
-    config = tap_config(sandbox, tmp_path)
-    del config["refresh_token"]
-    config["users"] = [
-        {"key": m.key, "refresh_token": sandbox.seed_refresh_token(m.key)} for m in sandbox.members
-    ]
+    config = members_config(sandbox, tmp_path)
     with caplog.at_level(logging.DEBUG):
         result = run_tap(config, select={"profile", "cycles", *PER_CYCLE})
 

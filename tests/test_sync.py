@@ -20,6 +20,7 @@ from conftest import (
     as_sent,
     fail_page,
     key_of,
+    members_config,
     run_tap,
     tap_config,
 )
@@ -569,15 +570,6 @@ def test_by_id_streams_fetch_the_configured_ids(
 
 
 # Several members
-
-
-def members_config(sandbox: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
-    config = tap_config(sandbox, tmp_path)
-    del config["refresh_token"]
-    config["users"] = [
-        {"key": m.key, "refresh_token": sandbox.seed_refresh_token(m.key)} for m in sandbox.members
-    ]
-    return config
 
 
 def test_several_members_each_get_their_records_and_bookmarks(
