@@ -52,13 +52,14 @@ up_to_date() {  # up_to_date STAMPFILE FINGERPRINT
 
 # 1. Meltano, in .venv-meltano (it ships uv, which the next steps use).
 stamp=".venv-meltano/.bootstrap-stamp"
-want="meltano==$MELTANO_VERSION $py_version"
+# [postgres]: Meltano's own state in PostgreSQL (MELTANO_DATABASE_URI), as containers keep it.
+want="meltano[postgres]==$MELTANO_VERSION $py_version"
 if ! up_to_date "$stamp" "$want" || [ ! -x .venv-meltano/bin/meltano ]; then
   log "installing meltano $MELTANO_VERSION into .venv-meltano"
   rm -rf .venv-meltano
   "$PYTHON" -m venv .venv-meltano
   # (grep: this machine's pip.conf names local wheel dirs that may not exist; pip warns per package)
-  .venv-meltano/bin/python -m pip install -q "meltano==$MELTANO_VERSION" 2>&1 \
+  .venv-meltano/bin/python -m pip install -q "meltano[postgres]==$MELTANO_VERSION" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
   [ -x .venv-meltano/bin/meltano ] || { log "pip could not install meltano"; exit 1; }
   echo "$want" >"$stamp"

@@ -1,11 +1,14 @@
 """End to end: the README's recipe for several workers, as separate `meltano run` processes.
 
 "Several workers, containers, no local disk": n copies of one configuration, each with its own
-`member_shard` (TAP_WHOOP_MEMBER_SHARD) and its own Meltano state (`--state-id-suffix`), all
-started at once against one PostgreSQL `store_url` (tokens, the app's rate-limit window) and one
-target schema. Here three workers, each a throw-away copy of this Meltano project in a folder of
-its own (its HOME and working directory; plugin venvs linked, as in tests/test_pipelines.py; its
-own `meltano.db`): nothing on disk is shared, as between containers without a volume.
+`member_shard` (TAP_WHOOP_MEMBER_SHARD) and its own Meltano state ID (`--state-id-suffix`), all
+started at once against one PostgreSQL `store_url` (tokens, the app's rate-limit window), one
+Meltano system database in PostgreSQL (`MELTANO_DATABASE_URI`, where Meltano keeps the state)
+and one target schema. Here three workers, each a throw-away copy of this Meltano project in a
+folder of its own (its HOME and working directory; plugin venvs linked, as in
+tests/test_pipelines.py): nothing on disk is shared, as between containers without a volume.
+The second round runs in new folders, as new pods would: whatever it resumes from came from
+PostgreSQL.
 
 The sandbox is served in-process (the Meltano runs reach it over loopback) with six members,
 WHOOP's real rate limit and access tokens that live 5 seconds, so the second round must refresh
@@ -70,8 +73,9 @@ ACCESS_TOKEN_TTL = 5
 #: Requests of a member's incremental run: one page per selected stream (six), plus slack.
 INCREMENTAL_REQUESTS_PER_MEMBER = 7
 STATE_ID = "dev:tap-whoop-to-target-postgres:shard-{}"
-#: What the tap would keep on disk without `store_url`: token store, rate window, inbox, locks.
-STORE_FILES = ("tokens.json*", "rate-limit-*.sqlite", "inbox.sqlite")
+#: What would be kept on disk without `store_url` and `MELTANO_DATABASE_URI`: the tap's token
+#: store, rate window, inbox and locks, and Meltano's system database (its state).
+STORE_FILES = ("tokens.json*", "rate-limit-*.sqlite", "inbox.sqlite", "meltano.db")
 
 
 def shard_members(index: int) -> set[str]:
@@ -102,7 +106,9 @@ class Round:
 class Workers:
     sandbox: Sandbox
     projects: list[MeltanoProject]
+    """Both rounds' worker folders (pods): the first round's, then the second's."""
     store_url: str
+    meltano_database: str
     first: Round
     second: Round
 
@@ -202,9 +208,12 @@ def rounds(
     server = SandboxServer(sandbox).start()
     suffix = secrets.token_hex(3)
     target_schema, store_schema = f"e2e_workers_{suffix}", f"store_workers_{suffix}"
+    meltano_schema = f"meltano_workers_{suffix}"
     with psycopg.connect(postgres_server, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(store_schema)))
+        for schema in (store_schema, meltano_schema):
+            connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     store_url = in_schema(postgres_server, store_schema)
+    meltano_database = in_schema(postgres_server, meltano_schema)
     # One configuration for every worker, all of it in the environment (as a container's
     # secrets would give it); only TAP_WHOOP_MEMBER_SHARD differs.
     env = clean_env() | {
@@ -219,19 +228,30 @@ def rounds(
             [{"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in MEMBERS]
         ),
         "TAP_WHOOP_STORE_URL": store_url,
+        "MELTANO_DATABASE_URI": meltano_database.replace("postgresql://", "postgresql+psycopg://"),
         **postgres.target_env(target_schema),
     }
     folders = tmp_path_factory.mktemp("workers")
-    projects = [worker_project(folders / f"machine{index}", env) for index in range(SHARDS)]
+
+    def pods(round_: int) -> list[MeltanoProject]:
+        return [
+            worker_project(folders / f"round{round_}-pod{index}", env) for index in range(SHARDS)
+        ]
+
+    first_pods, second_pods = pods(1), pods(2)
     try:
-        first = run_round(sandbox, projects, postgres, target_schema)
+        # The README's one-off step before the first schedule: concurrent first runs would
+        # race to create Meltano's tables.
+        upgrade = first_pods[0].meltano("upgrade", "database", environment="dev")
+        assert upgrade.returncode == 0, log_tail(upgrade)
+        first = run_round(sandbox, first_pods, postgres, target_schema)
         sandbox.advance(days=1)
-        second = run_round(sandbox, projects, postgres, target_schema)
-        yield Workers(sandbox, projects, store_url, first, second)
+        second = run_round(sandbox, second_pods, postgres, target_schema)
+        yield Workers(sandbox, first_pods + second_pods, store_url, meltano_database, first, second)
     finally:
         server.stop()
         with psycopg.connect(postgres_server, autocommit=True) as connection:
-            for schema in (target_schema, store_schema):
+            for schema in (target_schema, store_schema, meltano_schema):
                 connection.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
                 )
@@ -316,8 +336,11 @@ def test_a_second_round_a_day_later_is_incremental_and_loads_the_new_day_exactly
     assert_loaded_once(second)
 
 
-def test_workers_keep_no_token_store_or_rate_window_on_their_own_disk(rounds: Workers) -> None:
+def test_workers_keep_no_token_store_rate_window_or_meltano_state_on_their_own_disk(
+    rounds: Workers,
+) -> None:
     rounds.first.assert_ran()
+    rounds.second.assert_ran()
     left = [
         str(path)
         for project in rounds.projects
@@ -328,3 +351,7 @@ def test_workers_keep_no_token_store_or_rate_window_on_their_own_disk(rounds: Wo
     assert not left, left
     stored = query(rounds.store_url, "SELECT member FROM tap_whoop_tokens ORDER BY member")
     assert [member for (member,) in stored] == sorted(MEMBERS)
+    state_ids = query(rounds.meltano_database, "SELECT state_id FROM state ORDER BY state_id")
+    assert [state_id for (state_id,) in state_ids] == [
+        STATE_ID.format(index) for index in range(SHARDS)
+    ]
