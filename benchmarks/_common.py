@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ KINDS: dict[str, Kind] = {
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
 """Console scripts of the Python running the benchmark (the project's venv)."""
+TIME = Path("/usr/bin/time")
+"""GNU time, for a child's own peak RSS (see `run_child`)."""
 
 
 @contextlib.contextmanager
@@ -85,17 +88,28 @@ class Child:
 
 
 def run_child(argv: Sequence[str], stdout: Path | None = None, stderr: Path | None = None) -> Child:
-    """Run `argv` to completion; wait4 gives this one child's own peak RSS (Linux: KiB)."""
+    """Run `argv` to completion; wait4 gives its CPU time, GNU time its own peak RSS (KiB).
+
+    wait4's `ru_maxrss` alone would not do: a child forked from this process starts with this
+    process's resident pages counted, and Linux keeps that high mark across exec, so a child
+    would never seem smaller than the benchmark holding the sandbox. `time` forks the child
+    from its own small process.
+    """
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
         err = stack.enter_context(stderr.open("wb")) if stderr else subprocess.DEVNULL
+        peak = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "peak"
+        launched = list(argv)
+        if TIME.exists():
+            launched = [str(TIME), "-f", "%M", "-o", str(peak), *argv]
         started = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=out, stderr=err)
+        process = subprocess.Popen(launched, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
+        kib = int(peak.read_text().split()[-1]) if peak.exists() else usage.ru_maxrss
     cpu = usage.ru_utime + usage.ru_stime
-    child = Child(process.returncode, seconds, cpu, usage.ru_maxrss / 1024)
+    child = Child(process.returncode, seconds, cpu, kib / 1024)
     if child.returncode != 0:
         tail = stderr.read_text()[-2000:] if stderr else ""
         raise RuntimeError(f"{argv[0]} exited with {child.returncode}\n{tail}")
