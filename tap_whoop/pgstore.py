@@ -230,7 +230,7 @@ class Database:
         except psycopg.Error as exc:
             connection.close()
             raise TokenStoreError(
-                f"cannot use the store database {self.where}: {self.reason(exc)}"
+                f"cannot use the store database {self.where}: {self.reason(exc)}{_fix_for(exc)}"
             ) from None
         except BaseException:
             connection.close()

@@ -442,6 +442,19 @@ def test_a_store_that_cannot_be_written_fails_before_spending_the_token(
     assert pg.state(config) == before
 
 
+def test_a_read_only_store_met_first_by_creating_the_tables_names_the_fix(
+    sandbox: Sandbox, config: dict[str, t.Any], store_url: str
+) -> None:
+    readonly = store_url + "%20-cdefault_transaction_read_only%3Don"
+    result = run_tap({**config, "store_url": readonly}, select=PROFILE)
+    assert isinstance(result.error, TokenStoreError)
+    message = str(result.error)
+    assert "\n" not in message
+    assert "CREATE TABLE" in message, message  # the first statement met: no table exists yet
+    assert "point store_url at the primary" in message, message
+    assert sandbox.stats()["token_requests"] == 0
+
+
 def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while_it_is_locked(
     store_url: str, tmp_path: Path
 ) -> None:
