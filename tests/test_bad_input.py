@@ -300,3 +300,59 @@ def test_the_date_bounds_and_a_used_stream_map_are_accepted(
     records = [json.loads(line) for line in result.stdout.splitlines() if '"RECORD"' in line]
     assert records
     assert all(len(message["record"]["id_hash"]) == 32 for message in records)
+
+
+SHARD_FORM = (
+    "is not `i/n` with 0 <= i < n (e.g. 0/4 for the first of four processes): fix it, or "
+    "remove it to sync every member"
+)
+#: (setting, bad value, the error after `tap-whoop: error: `)
+BAD_NEW_SETTINGS: list[tuple[str, t.Any, str]] = [
+    ("member_shard", "3/2", f"member_shard '3/2' {SHARD_FORM}"),
+    ("member_shard", "a/b", f"member_shard 'a/b' {SHARD_FORM}"),
+    ("max_requests_per_run", 0, "max_requests_per_run: 0 is less than the minimum of 1"),
+    ("max_requests_per_run", -1, "max_requests_per_run: -1 is less than the minimum of 1"),
+    (
+        "max_requests_per_run",
+        "abc",
+        "max_requests_per_run: 'abc' is not a whole number; give a whole number, or declare the "
+        "setting with `kind: integer` in meltano.yml",
+    ),
+    ("profile_interval_hours", -1, "profile_interval_hours: -1 is less than the minimum of 0"),
+    (
+        "profile_interval_hours",
+        "x",
+        "profile_interval_hours: 'x' is not a number; give a number, or declare the setting "
+        "with `kind: decimal` in meltano.yml",
+    ),
+    (
+        "store_url",
+        "mysql://x",
+        "store_url must be a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:PORT/DATABASE (its "
+        "scheme is 'mysql'); without store_url the token store stays in files",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", ["tap", "--test"])
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    BAD_NEW_SETTINGS,
+    ids=[f"{setting}={value!r}" for setting, value, _ in BAD_NEW_SETTINGS],
+)
+def test_a_bad_shard_request_cap_profile_interval_or_store_url_fails_in_one_line_naming_it(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    bad_run: Callable[..., subprocess.CompletedProcess[str]],
+    setting: str,
+    value: t.Any,
+    expected: str,
+    command: str,
+) -> None:
+    config = tap_config(sandbox, tmp_path)
+    path = _config_file(tmp_path, config, lambda good: good | {setting: value})
+    result = bad_run([arg.format(path) for arg in COMMANDS[command]], config)
+
+    line = _one_line(result)
+    assert line.startswith(setting)
+    assert line == expected

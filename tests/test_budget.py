@@ -312,10 +312,12 @@ def test_the_run_budget_counts_every_request_sent() -> None:
     assert budget.room() == (1, "run")
 
 
-def test_a_settings_check_refuses_a_request_cap_below_one(tmp_path: Path) -> None:
+def test_a_settings_check_refuses_a_request_cap_below_one_in_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
     from tap_whoop.errors import ConfigError
 
-    with pytest.raises((ConfigError, Exception)) as raised:
+    with pytest.raises(ConfigError) as raised:
         TapWhoop(
             config={
                 "client_id": "x",
@@ -325,7 +327,8 @@ def test_a_settings_check_refuses_a_request_cap_below_one(tmp_path: Path) -> Non
                 "max_requests_per_run": 0,
             }
         )
-    assert "max_requests_per_run" in str(raised.value)
+    assert str(raised.value) == "max_requests_per_run: 0 is less than the minimum of 1"
+    assert raised.value.exit_code == 2
 
 
 def test_a_collection_found_empty_is_read_with_the_new_records_not_behind_the_histories(
@@ -342,3 +345,51 @@ def test_a_collection_found_empty_is_read_with_the_new_records_not_behind_the_hi
     tap.run.phase = "backfill"
     assert not workout.reads_in_this_pass({"user_id": 1})
     assert workout.reads_in_this_pass({"user_id": 2})
+
+
+def test_a_run_stops_short_of_whoops_daily_quota_seen_only_in_its_last_hundred_requests(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    """As at WHOOP: the day (150) outlasts the minute (100), so the headers name the day only
+    once fewer than 100 requests are left in it, late in the run."""
+    sandbox = start_sandbox(
+        members=("alice", "bob"),
+        history_days=800,
+        per_minute=100,
+        minute_window=1,
+        per_day=150,
+        day_window=12,
+    )
+    config = members_config(sandbox, tmp_path, ("alice", "bob"), start_date="2020-01-01T00:00:00Z")
+
+    first = run_tap(config)
+
+    assert isinstance(first.error, QuotaExhaustedError)
+    assert first.error.exit_code == 75
+    assert "daily request quota" in str(first.error)
+    assert sandbox.stats()["rate_limited"] == 0
+    # more than a minute's 100: the day was not in the headers when the run began
+    assert 100 < sandbox.stats()["requests"] <= 150 - http.DAILY_RESERVE + 1
+    assert first.state is not None
+
+    import time
+
+    time.sleep(12.5)  # the sandbox's day passes
+    runs = [first]
+    result = first
+    while isinstance(result.error, QuotaExhaustedError):
+        assert len(runs) < 12
+        time.sleep(12.5 if len(runs) > 1 else 0)
+        result = rerun(config, result)
+        runs.append(result)
+    assert result.error is None
+    assert sandbox.stats()["rate_limited"] == 0
+    for key in ("alice", "bob"):
+        for stream, (kind, _) in COLLECTIONS.items():
+            delivered = {
+                key_of(r)
+                for run in runs
+                for r in run.records(stream)
+                if r["user_id"] == sandbox.member(key).user_id
+            }
+            assert delivered == {key_of(r) for r in sandbox.records(key, kind)}, (key, stream)

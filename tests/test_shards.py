@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import typing as t
 
 import pytest
@@ -26,9 +30,42 @@ def test_shards_split_the_members_into_disjoint_parts_that_cover_them_all() -> N
     assert all(200 <= len(part) <= 300 for part in parts), [len(part) for part in parts]
 
 
-def test_a_members_shard_is_the_same_in_every_process() -> None:
-    assert shard_of("athlete-7", 4) == shard_of("athlete-7", 4)
-    assert [shard_of(key, 3) for key in MEMBERS] == [shard_of(key, 3) for key in MEMBERS]
+#: Shards pinned from the implementation (SHA-256 of the key): a new hash moves members.
+PINNED_SHARDS = {
+    3: {"ana": 1, "ben": 2, "cai": 2, "dee": 2, "eli": 1, "fay": 0},
+    4: {f"athlete-{number}": shard for number, shard in enumerate([3, 3, 3, 1, 2, 3, 2, 0])},
+}
+
+
+def _shards_in_a_new_process(hash_seed: str) -> dict[int, dict[str, int]]:
+    """`PINNED_SHARDS`' keys' shards, as a new interpreter with `PYTHONHASHSEED` computes them."""
+    keys = {count: list(shards) for count, shards in PINNED_SHARDS.items()}
+    script = (
+        "import json, sys\n"
+        "from tap_whoop.settings import shard_of\n"
+        "keys = json.loads(sys.argv[1])\n"
+        "print(json.dumps({n: {k: shard_of(k, int(n)) for k in ks} for n, ks in keys.items()}))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(keys)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return {int(count): shards for count, shards in json.loads(result.stdout).items()}
+
+
+def test_a_members_shard_is_the_same_in_every_process_and_never_changes() -> None:
+    here = {
+        count: {key: shard_of(key, count) for key in shards}
+        for count, shards in PINNED_SHARDS.items()
+    }
+    assert here == PINNED_SHARDS
+    for seed in ("1", "2"):
+        assert _shards_in_a_new_process(seed) == PINNED_SHARDS, f"PYTHONHASHSEED={seed}"
 
 
 @pytest.mark.parametrize("text", ["4/4", "-1/4", "1/0", "one/two", "1", "", "1/2/3"])
