@@ -480,10 +480,12 @@ def plan(
     from tap_whoop.tap import read_json_file
 
     run = _run(ctx, configs)
+    # `meltano invoke tap-whoop plan` gives --catalog and --state to the tap, before `plan`
+    parent = ctx.parent.params if ctx.parent else {}
     tap = TapWhoop(
         config=dict(run.config),
-        state=read_json_file(state_file, "state"),
-        catalog=read_json_file(catalog_file, "catalog"),
+        state=read_json_file(state_file or parent.get("state"), "state"),
+        catalog=read_json_file(catalog_file or parent.get("catalog"), "catalog"),
     )
     tap.run.invocation = run.invocation
     for line in report(tap, runs_per_day, daily_limit):

@@ -110,3 +110,25 @@ def test_plan_refuses_a_state_file_that_is_not_json_in_one_line(
     assert "is not valid JSON" in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_plan_reads_a_state_as_meltano_state_get_prints_it_and_as_meltano_invoke_passes_it(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    """`meltano state get` wraps the state in `singer_state`; `meltano invoke tap-whoop plan`
+    gives --state and --catalog to the tap, before the subcommand."""
+    sandbox = start_sandbox(members=("alice",), history_days=30)
+    first = run_tap(members_config(sandbox, tmp_path))
+    assert first.error is None
+    config = write_json(tmp_path / "config.json", members_config(sandbox, tmp_path))
+    state = write_json(tmp_path / "state.json", first.state)
+    wrapped = write_json(tmp_path / "meltano-state.json", {"singer_state": first.state})
+
+    plain = run_cli("plan", "--config", str(config), "--state", str(state))
+    from_meltano = run_cli("plan", "--config", str(config), "--state", str(wrapped))
+    invoked = run_cli("--config", str(config), "--state", str(wrapped), "plan")
+
+    assert plain.returncode == 0, plain.stderr
+    assert row(plain.stdout, "alice")[2:] == ["0", "4", "0", "4"]
+    assert from_meltano.stdout == plain.stdout
+    assert invoked.stdout == plain.stdout, invoked.stderr
