@@ -84,7 +84,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         self.max_pages = max_pages
         self._key = key
         self._budget = budget
-        #: What stopped the walk before WHOOP's last page ("run" or "day"), if anything did.
+        #: What stopped the walk before WHOOP's last page (see `Run.admits`), if anything did.
         self.stopped_by: str | None = None
         self._seen: set[str] = set()
         self._previous: set[t.Hashable] = set()

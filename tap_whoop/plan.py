@@ -12,7 +12,8 @@ import typing as t
 from dataclasses import dataclass
 
 from tap_whoop.client import CollectionStream, WhoopStream
-from tap_whoop.settings import parse_time
+from tap_whoop.http import DAILY_RESERVE
+from tap_whoop.settings import member_shard, parse_time
 from tap_whoop.streams import (
     BodyMeasurementStream,
     CycleChildStream,
@@ -117,10 +118,16 @@ def report(tap: TapWhoop, runs_per_day: int, daily_limit: int = WHOOP_DAILY_LIMI
     total = details + new + history
     lines.append(f"{'total':<24} {'':>10} {details:>12} {new:>11} {history:>8} {total:>9}")
     next_run = f"next run: about {total} request(s)"
+    history_cap = tap.config.get("max_history_requests_per_run")
     if cap is not None and total > int(cap):
         next_run += (
             f"; max_requests_per_run caps it at {cap}: every member's new records first, "
             f"then {max(int(cap) - details - new, 0)} of the {history} history request(s)"
+        )
+    elif history_cap is not None and history > int(history_cap):
+        next_run += (
+            f"; max_history_requests_per_run reads {history_cap} of the {history} history "
+            "request(s), after every member's new records"
         )
     lines.append(next_run)
     lines.extend(_day(plans, run.profile_interval, runs_per_day, daily_limit, cap, tap))
@@ -152,13 +159,21 @@ def _day(
     steady = members * (runs_per_day * per_run + reads_per_day * details_count)
     history = sum(p.history for p in plans)
     each = runs_per_day * per_run + reads_per_day * details_count
+    shard = member_shard(tap.config.get("member_shard"))
+    shards = shard[1] if shard else 1
+    app_steady = steady * shards
+    of_app = f"{app_steady / daily_limit:.0%} of the app's {daily_limit:,} a day"
+    if shard:
+        of_app = (
+            f"member_shard {shard[0]}/{shards}: the {shards} shards together about {app_steady}, "
+            + of_app
+        )
     lines = [
         f"a day of {runs_per_day} run(s) (one every {hours_between:g} h): {steady} request(s) "
         f"for {members} member(s) ({each} each: {per_run} per run, profile and body "
-        f"{reads_per_day} time(s) a day), "
-        f"{steady / daily_limit:.0%} of the app's {daily_limit:,} a day"
+        f"{reads_per_day} time(s) a day), {of_app}"
     ]
-    if steady > daily_limit:
+    if app_steady > daily_limit:
         fits = daily_limit // max(each, 1)
         lines.append(
             "the schedule needs more than the app's daily quota: run less often"
@@ -166,7 +181,17 @@ def _day(
         )
         return lines
     if history:
-        spare = daily_limit - steady
+        spare = (daily_limit - app_steady - DAILY_RESERVE) // shards
+        history_cap = tap.config.get("max_history_requests_per_run")
+        if runs_per_day > 1 and history_cap is None:
+            lines.append(
+                f"with {runs_per_day} runs a day, set max_history_requests_per_run to "
+                f"{max(spare // runs_per_day, 1)}: without it, the first run after WHOOP's day "
+                "resets may spend the spare requests of the whole day on histories, and later "
+                "runs stop with exit 75"
+            )
+        if history_cap is not None:
+            spare = min(spare, runs_per_day * int(history_cap))
         if cap is not None:
             spare = min(spare, runs_per_day * max(int(cap) - members * per_run, 0))
         days = math.ceil(history / spare) if spare > 0 else None

@@ -176,6 +176,8 @@ class Run:
     incremental_cost: int = 4
     #: Requests reading a member's profile and body measurement takes.
     details_cost: int = 2
+    #: Requests the run had sent when its history pass began (None before it).
+    history_from: int | None = None
 
     @cached_property
     def database(self) -> Database | None:
@@ -321,8 +323,17 @@ class Run:
         return float(DEFAULT_PROFILE_INTERVAL_HOURS if hours is None else hours) * 3600
 
     def admits(self, requests: float) -> str | None:
-        """None when the budget holds `requests` more; else what limits it ("run" or "day")."""
+        """None when the budget holds `requests` more; else what limits it.
+
+        "run" (`max_requests_per_run`), "day" (WHOOP's daily window) or, in the history pass,
+        "history" (`max_history_requests_per_run`).
+        """
         left, limit = self.budget.room()
+        cap = self.config.get("max_history_requests_per_run")
+        if self.phase == "backfill" and cap is not None and self.history_from is not None:
+            history_left = int(cap) - (self.budget.sent - self.history_from)
+            if history_left < left:
+                left, limit = history_left, "history"
         return limit if left < requests else None
 
     @property

@@ -178,6 +178,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
             ),
         ),
         th.Property(
+            "max_history_requests_per_run",
+            th.IntegerType(minimum=1, maximum=1_000_000_000),
+            title="Max history requests per run",
+            description=(
+                "Requests one run may spend on histories (new members', and the rest of one a "
+                "budget stopped), after every member's new records. With several runs a day, "
+                "set it to the day's spare requests divided by the runs (`tap-whoop plan` says "
+                "how much), so that onboarding leaves the day's later runs their share."
+            ),
+        ),
+        th.Property(
             "profile_interval_hours",
             th.NumberType(minimum=0, maximum=8760),
             default=DEFAULT_PROFILE_INTERVAL_HOURS,
@@ -283,6 +294,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     "lookback_days",
     "max_requests_per_minute",
     "max_requests_per_run",
+    "max_history_requests_per_run",
     "profile_interval_hours",
     "request_timeout",
     "max_request_attempts",

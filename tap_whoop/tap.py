@@ -31,6 +31,7 @@ from tap_whoop.settings import (
     deeper_than,
     forgiven,
     json_file_problem,
+    parse_time,
     settings_errors,
     too_deep,
     unknown_settings,
@@ -48,6 +49,8 @@ STATE_INTERVAL_SECONDS = 5.0
 
 #: Where the `tap-whoop` command leaves, for `invoke`, what its options said.
 CONFIG_FILES = "tap_whoop.config_files"
+DAY_SPENT_KEY = "whoop_daily_quota_spent_until"
+"""The state's note of when WHOOP's daily window, found spent, resets (UTC)."""
 TEST_REQUESTED = "tap_whoop.test"
 
 
@@ -115,10 +118,15 @@ class TapWhoop(Tap):
         return [stream_type(tap=self, run=self.run) for stream_type in STREAM_TYPES]
 
     def load_state(self, state: dict[str, t.Any]) -> None:
-        """Refuse a bookmark that is no date-time before any request."""
+        """Refuse a bookmark that is no date-time before any request.
+
+        Beside the bookmarks (all the SDK keeps), the tap's note of a spent day is kept.
+        """
         if problem := bookmark_problem(state):
             raise ConfigError(problem)
         super().load_state(state)
+        if isinstance(until := state.get(DAY_SPENT_KEY), str):
+            self._notes[DAY_SPENT_KEY] = until
 
     def _check_catalog(self) -> None:
         known = set(self.streams)
@@ -187,6 +195,7 @@ class TapWhoop(Tap):
         their data and state are delivered first.
         """
         self.run.check_members_have_tokens()
+        self._refuse_a_spent_day()
         self._skip_per_cycle_streams()
         collections = {
             name: t.cast("CollectionStream", stream)
@@ -202,12 +211,53 @@ class TapWhoop(Tap):
             self.sync_all()
             if self.run.backfilling:
                 self.run.phase = "backfill"
+                self.run.history_from = self.run.budget.sent
                 self.sync_all()
         finally:
+            self._remember_a_spent_day()
             writer.flush()
         self._report_budget()
         self.run.members.raise_for_problems()
         self._raise_if_deferred()
+
+    @property
+    def _notes(self) -> dict[str, t.Any]:
+        """The state beside its bookmarks: what the tap keeps for its next run."""
+        return t.cast("dict[str, t.Any]", self.state)
+
+    def _refuse_a_spent_day(self) -> None:
+        """Stop before any request when an earlier run found WHOOP's day spent until later.
+
+        Each run would otherwise spend requests of the app's reserve only to learn it again,
+        and enough runs in one day would reach WHOOP's 429.
+        """
+        until = self._notes.get(DAY_SPENT_KEY)
+        if not isinstance(until, str):
+            return
+        try:
+            resume = parse_time(until)
+        except ValueError:
+            return
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if resume <= now:
+            return
+        seconds = (resume - now).total_seconds()
+        raise QuotaExhaustedError(
+            "WHOOP's daily request quota for this app was nearly spent when an earlier run "
+            f"stopped; no request sent, state kept, resume after {resume:%Y-%m-%d %H:%M} UTC "
+            f"(in {seconds / 3600:.1f} h)"
+        )
+
+    def _remember_a_spent_day(self) -> None:
+        """Keep in the state until when WHOOP's day is spent, if this run found it so."""
+        self._notes.pop(DAY_SPENT_KEY, None)
+        stopped = {*self.run.deferred.values(), *self.run.backfill_left.values()}
+        left, limit = self.run.budget.room()
+        seconds = self.run.budget.daily_resume_in()
+        if seconds > 0 and ("day" in stopped or (limit == "day" and left <= 0)):
+            now = datetime.datetime.now(datetime.timezone.utc)
+            resume = now + datetime.timedelta(seconds=seconds)
+            self._notes[DAY_SPENT_KEY] = resume.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _incremental_cost(self) -> tuple[int, int]:
         """Requests of one member's incremental sync, about: collections, then profile and body.
@@ -352,6 +402,9 @@ def _limits(limits: set[str], config: t.Mapping[str, t.Any]) -> str:
         said.append("WHOOP's daily request quota for this app is nearly spent")
     if "run" in limits:
         said.append(f"max_requests_per_run ({config.get('max_requests_per_run')}) was reached")
+    if "history" in limits:
+        cap = config.get("max_history_requests_per_run")
+        said.append(f"max_history_requests_per_run ({cap}) was reached")
     return " and ".join(said) or "the run's budget was spent"
 
 
@@ -405,6 +458,8 @@ def read_json_file(file: t.IO[str] | None, option: str) -> dict[str, t.Any] | No
     except ValueError as exc:
         message = f"{file.name} is not valid JSON ({exc})"
         raise click.BadParameter(message, param_hint=hint) from None
+    if option == "state" and isinstance(data, dict) and set(data) == {"singer_state"}:
+        data = data["singer_state"]  # as `meltano state get` prints it
     if problem := json_file_problem(option, data):
         raise click.BadParameter(f"{file.name}: {problem}", param_hint=hint)
     return t.cast(dict[str, t.Any], data)
