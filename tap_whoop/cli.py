@@ -411,6 +411,11 @@ def copy_store(
     if problem := store_url_problem(str(url)):
         raise ConfigError(f"--to {problem}" if target else f"store_url {problem}")
     source = run.file_token_store
+    if not source.target.exists():
+        raise ConfigError(
+            f"no token store at {source.path}, so nothing to copy: check token_store_path (under "
+            "Meltano, run `meltano invoke tap-whoop store copy`, which passes the project's)"
+        )
     inbox_path = run.file_inbox_path
     inbox = SqliteInbox(inbox_path) if inbox_path.exists() else None
     database = Database(str(url))

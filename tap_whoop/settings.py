@@ -683,9 +683,11 @@ def validated(config: dict[str, t.Any]) -> dict[str, t.Any]:
 
 
 #: What each JSON type reads from text, and the Meltano `kind` that passes it typed.
-_READERS: dict[str, tuple[str, str]] = {
+#: What each JSON type reads as, and the meltano.yml `kind` that passes it typed. Numbers have
+#: none: Meltano 4.4's `decimal` fails when the value comes from an environment variable.
+_READERS: dict[str, tuple[str, str | None]] = {
     "integer": ("a whole number", "integer"),
-    "number": ("a number", "decimal"),
+    "number": ("a number", None),
     "boolean": ("true or false", "boolean"),
     "array": ("a JSON array", "array"),
     "object": ("a JSON object", "object"),
@@ -715,10 +717,8 @@ def forgiven(
         except ValueError:
             what, kind = _READERS[types[0]]
             shown = "the value given" if spec.get("secret") else repr(value[:60])
-            raise ConfigError(
-                f"{name}: {shown} is not {what}; give {what}, or declare the setting with "
-                f"`kind: {kind}` in meltano.yml"
-            ) from None
+            declare = f", or declare the setting with `kind: {kind}` in meltano.yml" if kind else ""
+            raise ConfigError(f"{name}: {shown} is not {what}; give {what}{declare}") from None
     return result
 
 

@@ -322,8 +322,7 @@ BAD_NEW_SETTINGS: list[tuple[str, t.Any, str]] = [
     (
         "profile_interval_hours",
         "x",
-        "profile_interval_hours: 'x' is not a number; give a number, or declare the setting "
-        "with `kind: decimal` in meltano.yml",
+        "profile_interval_hours: 'x' is not a number; give a number",
     ),
     (
         "store_url",

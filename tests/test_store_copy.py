@@ -231,3 +231,16 @@ def test_a_copy_that_cannot_start_is_one_line_and_leaves_the_files_in_use(
     assert expected in line
     assert "pw-s3cret-42" not in result.stdout + result.stderr
     assert store_path(files_config).read_bytes() == before
+
+
+def test_copying_a_token_store_that_does_not_exist_is_refused_in_one_line(
+    files_config: dict[str, t.Any], store_url: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "elsewhere" / "tokens.json"
+    result = copy({**files_config, "token_store_path": str(missing)}, tmp_path, "--to", store_url)
+
+    line = error_line(result)
+    assert f"no token store at {missing}, so nothing to copy" in line
+    assert "token_store_path" in line
+    assert not missing.exists()
+    assert not missing.parent.exists() or not any(missing.parent.iterdir())
