@@ -492,7 +492,7 @@ def configured_members(config: t.Mapping[str, t.Any]) -> list[tuple[str, str | N
 
 
 def member_shard(text: t.Any) -> tuple[int, int] | None:
-    """`member_shard` as (i, n), or None when it is not `i/n` with 0 <= i < n."""
+    """`member_shard` as (i, n), or None when it is not `i/n` with 0 <= i < n <= 999999."""
     match = (
         re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", text) if isinstance(text, str) else None
     )
@@ -534,8 +534,8 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         errors.append(f"store_url {problem}")
     if (shard := config.get("member_shard")) is not None and member_shard(shard) is None:
         errors.append(
-            f"member_shard {str(shard)[:40]!r} is not `i/n` with 0 <= i < n (e.g. 0/4 for the "
-            "first of four processes): fix it, or remove it to sync every member"
+            f"member_shard {str(shard)[:40]!r} is not `i/n` with 0 <= i < n <= 999999 (e.g. 0/4 "
+            "for the first of four processes): fix it, or remove it to sync every member"
         )
     dates: dict[str, datetime.datetime] = {}
     for name in ("start_date", "end_date"):

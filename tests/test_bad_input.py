@@ -303,8 +303,8 @@ def test_the_date_bounds_and_a_used_stream_map_are_accepted(
 
 
 SHARD_FORM = (
-    "is not `i/n` with 0 <= i < n (e.g. 0/4 for the first of four processes): fix it, or "
-    "remove it to sync every member"
+    "is not `i/n` with 0 <= i < n <= 999999 (e.g. 0/4 for the first of four processes): fix "
+    "it, or remove it to sync every member"
 )
 #: (setting, bad value, the error after `tap-whoop: error: `)
 BAD_NEW_SETTINGS: list[tuple[str, t.Any, str]] = [
