@@ -58,6 +58,7 @@ from pathlib import Path
 import _common as c
 from webhooks import member_keys
 
+from tap_whoop.tap import DAY_SPENT_KEY
 from whoop_sandbox import Sandbox, SandboxServer
 
 if t.TYPE_CHECKING:
@@ -397,11 +398,16 @@ class Simulation:
         return processes
 
     def save_state(self, shard: int) -> None:
-        """The run's last STATE message becomes the next run's --state (none: keep the old)."""
+        """The run's last STATE message becomes the next run's --state (none: keep the old).
+
+        The tap's note of a spent day counts in real time, while a simulated day passes in
+        minutes: it is dropped here, as the reset of WHOOP's day would end it.
+        """
         lines = self.work / f"states-{shard}.jsonl"
         last = _last_line(lines, binary=True)
         if last:
             value = json.loads(last)["value"]
+            value.pop(DAY_SPENT_KEY, None)
             (self.work / f"state-{shard}.json").write_text(json.dumps(value))
         lines.unlink()
 
