@@ -18,6 +18,8 @@ import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
+import backoff
+
 from tap_whoop.errors import TokenStoreError
 
 if t.TYPE_CHECKING:
@@ -161,28 +163,43 @@ class SqliteInbox:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
+            # Two processes opening a new file together: one is told "database is locked" at
+            # once, without SQLite's busy wait (switching to WAL), so the opening is retried.
+            opening = backoff.on_exception(
+                backoff.constant,
+                sqlite3.OperationalError,
+                interval=0.05,
+                max_time=self.busy_timeout,
+                giveup=lambda exc: "locked" not in str(exc),
+                jitter=None,
+                logger=None,
+            )(self._open)
             try:
-                connection = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=FULL")
-                connection.execute("PRAGMA cache_size=-256")  # KiB: appends need little
-                if connection.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
-                    with _transaction(connection):
-                        for statement in _SCHEMA:
-                            connection.execute(statement)
-                        connection.execute(f"PRAGMA user_version={_VERSION}")
+                self._connection = opening()
             except sqlite3.Error as exc:
                 raise TokenStoreError(
                     f"cannot open the webhook inbox {self.path}: {exc}; check that its "
                     "directory is writable and not full (set token_store_path elsewhere)"
                 ) from None
-            self._connection = connection
         return self._connection
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA cache_size=-256")  # KiB: appends need little
+            if connection.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+                with _transaction(connection):
+                    for statement in _SCHEMA:
+                        connection.execute(statement)
+                    connection.execute(f"PRAGMA user_version={_VERSION}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

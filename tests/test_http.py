@@ -28,6 +28,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from tap_whoop import http
 from tap_whoop.client import WhoopStream
 from tap_whoop.errors import MembersFailedError, QuotaExhaustedError
+from tap_whoop.tap import DAY_SPENT_KEY
 from whoop_sandbox import READ_SCOPES
 
 if t.TYPE_CHECKING:
@@ -395,8 +396,10 @@ def test_a_429_with_a_reset_hours_away_stops_with_state_kept(
     assert sandbox.stats()["requests"] == one_run
     for _ in range(http.DAILY_RESERVE):  # another worker of the app spends the reserve
         assert sandbox.hit_rate_limit()[0]
-
-    second = run_tap(config, state=copy.deepcopy(first.state))
+    assert first.state is not None
+    assert DAY_SPENT_KEY in first.state  # the day is spent: its own next run would not ask
+    # a run that does not know it (another shard's state, say) meets WHOOP's 429
+    second = run_tap(config, state={"bookmarks": copy.deepcopy(first.state["bookmarks"])})
 
     assert isinstance(second.error, QuotaExhaustedError)
     assert RESUME.search(str(second.error)), str(second.error)

@@ -16,6 +16,7 @@ import re
 import resource
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -740,6 +741,25 @@ def test_a_receiver_killed_mid_stream_keeps_every_acknowledged_event_and_logs_no
     assert all(line.startswith("tap-whoop: info: ") for line in first.lines + second.lines), logs
     for trace in acknowledged[:50]:
         assert f"(trace {trace})" in logs
+
+
+def test_an_inbox_another_process_is_creating_is_opened_once_sqlite_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes opening a new inbox file together: SQLite tells one "database is locked"
+    at once (switching the file to WAL) instead of waiting; the opening is retried."""
+    inbox = SqliteInbox(tmp_path / "inbox.sqlite")
+    open_for_real = SqliteInbox._open
+    refusals = iter([sqlite3.OperationalError("database is locked")] * 3)
+
+    def busy_at_first(self: SqliteInbox) -> sqlite3.Connection:
+        if (refusal := next(refusals, None)) is not None:
+            raise refusal
+        return open_for_real(self)
+
+    monkeypatch.setattr(SqliteInbox, "_open", busy_at_first)
+    assert inbox.pending([ALICE]) == []
+    assert next(refusals, None) is None
 
 
 # 7. The command
