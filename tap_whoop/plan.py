@@ -183,7 +183,7 @@ def _day(
     if history:
         spare = (daily_limit - app_steady - DAILY_RESERVE) // shards
         history_cap = tap.config.get("max_history_requests_per_run")
-        if runs_per_day > 1 and history_cap is None:
+        if runs_per_day > 1 and history_cap is None and history > spare // runs_per_day:
             lines.append(
                 f"with {runs_per_day} runs a day, set max_history_requests_per_run to "
                 f"{max(spare // runs_per_day, 1)}: without it, the first run after WHOOP's day "

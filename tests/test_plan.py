@@ -50,6 +50,7 @@ def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without
     assert "a day of 8 run(s) (one every 3 h)" in done.stdout
     assert "of the app's 10,000 a day" in done.stdout
     assert "done in 1 day(s)" in done.stdout
+    assert "max_history_requests_per_run" not in done.stdout  # one run's share holds it
 
     planned = 4 + 2 + history
     run = run_tap(members_config(sandbox, tmp_path, ("alice", "carol"), **start), first.state)
