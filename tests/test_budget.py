@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import typing as t
 
 import pytest
@@ -32,6 +33,33 @@ PATHS = {
 
 def rerun(config: dict[str, t.Any], previous: SyncResult) -> SyncResult:
     return run_tap(config, state=copy.deepcopy(previous.state))
+
+
+def resume_each_day_until_done(
+    config: dict[str, t.Any], first: SyncResult, day_seconds: float
+) -> list[SyncResult]:
+    """Runs resumed once the sandbox's day has passed, while WHOOP's day stops them (exit 75)."""
+    runs, result = [first], first
+    while isinstance(result.error, QuotaExhaustedError):
+        assert len(runs) < 12
+        time.sleep(day_seconds)
+        result = rerun(config, result)
+        runs.append(result)
+    return runs
+
+
+def assert_every_record_delivered(
+    sandbox: Sandbox, runs: list[SyncResult], keys: t.Iterable[str]
+) -> None:
+    for key in keys:
+        for stream, (kind, _) in COLLECTIONS.items():
+            delivered = {
+                key_of(r)
+                for run in runs
+                for r in run.records(stream)
+                if r["user_id"] == sandbox.member(key).user_id
+            }
+            assert delivered == {key_of(r) for r in sandbox.records(key, kind)}, (key, stream)
 
 
 def requests_to(sandbox: Sandbox, stream: str) -> int:
@@ -201,27 +229,10 @@ def test_a_run_stops_short_of_whoops_daily_quota_with_exit_75_and_a_resumable_st
     assert sandbox.stats()["requests"] <= 60 - http.DAILY_RESERVE + 1
     assert first.state is not None
 
-    import time
-
-    time.sleep(8.5)  # the sandbox's day passes
-    runs = [first]
-    result = first
-    while isinstance(result.error, QuotaExhaustedError):
-        assert len(runs) < 12
-        time.sleep(8.5 if len(runs) > 1 else 0)
-        result = rerun(config, result)
-        runs.append(result)
-    assert result.error is None
+    runs = resume_each_day_until_done(config, first, day_seconds=8.5)
+    assert runs[-1].error is None
     assert sandbox.stats()["rate_limited"] == 0
-    for key in ("alice", "bob"):
-        for stream, (kind, _) in COLLECTIONS.items():
-            delivered = {
-                key_of(r)
-                for run in runs
-                for r in run.records(stream)
-                if r["user_id"] == sandbox.member(key).user_id
-            }
-            assert delivered == {key_of(r) for r in sandbox.records(key, kind)}, (key, stream)
+    assert_every_record_delivered(sandbox, runs, ("alice", "bob"))
 
 
 def test_a_member_the_days_budget_cannot_hold_keeps_its_bookmarks_and_the_run_exits_75(
@@ -372,24 +383,7 @@ def test_a_run_stops_short_of_whoops_daily_quota_seen_only_in_its_last_hundred_r
     assert 100 < sandbox.stats()["requests"] <= 150 - http.DAILY_RESERVE + 1
     assert first.state is not None
 
-    import time
-
-    time.sleep(12.5)  # the sandbox's day passes
-    runs = [first]
-    result = first
-    while isinstance(result.error, QuotaExhaustedError):
-        assert len(runs) < 12
-        time.sleep(12.5 if len(runs) > 1 else 0)
-        result = rerun(config, result)
-        runs.append(result)
-    assert result.error is None
+    runs = resume_each_day_until_done(config, first, day_seconds=12.5)
+    assert runs[-1].error is None
     assert sandbox.stats()["rate_limited"] == 0
-    for key in ("alice", "bob"):
-        for stream, (kind, _) in COLLECTIONS.items():
-            delivered = {
-                key_of(r)
-                for run in runs
-                for r in run.records(stream)
-                if r["user_id"] == sandbox.member(key).user_id
-            }
-            assert delivered == {key_of(r) for r in sandbox.records(key, kind)}, (key, stream)
+    assert_every_record_delivered(sandbox, runs, ("alice", "bob"))
