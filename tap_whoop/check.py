@@ -9,12 +9,12 @@ scope that failed.
 
 from __future__ import annotations
 
-import datetime
 import typing as t
 
 import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
+from tap_whoop import clock
 from tap_whoop.errors import FIX, Fix, MemberError, MissingScopeError, TapWhoopError
 from tap_whoop.settings import DEFAULT_LOOKBACK_DAYS, parse_time
 
@@ -117,7 +117,7 @@ def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
 
     daily = requests(int(config.get("lookback_days", DEFAULT_LOOKBACK_DAYS)) + 1)
     if start_date := config.get("start_date"):
-        end = datetime.datetime.now(datetime.timezone.utc)
+        end = clock.now()
         if end_date := config.get("end_date"):
             end = min(end, parse_time(end_date))
         days = max((end - parse_time(start_date)).total_seconds() / 86_400, 0)

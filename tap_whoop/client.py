@@ -18,6 +18,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
+from tap_whoop import clock
 from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import BadDataError, MemberError, TapWhoopError
 from tap_whoop.http import (
@@ -699,7 +700,7 @@ class CollectionStream(WhoopStream):
 
     def window_end(self) -> datetime.datetime:
         """`end_date`, or now if sooner (or unset)."""
-        end = datetime.datetime.now(datetime.timezone.utc)
+        end = clock.now()
         if end_date := self.config.get("end_date"):
             end = min(end, parse_time(end_date))
         return end
@@ -720,7 +721,7 @@ class CollectionStream(WhoopStream):
         end, to tomorrow.
         """
         start = self.window_start(context) or WHOOP_EPOCH
-        end = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        end = clock.now() + datetime.timedelta(days=1)
         if end_date := self.config.get("end_date"):
             end = min(end, parse_time(end_date))
         days = max((end - start).total_seconds() / 86_400, 0) + 1
@@ -838,7 +839,7 @@ def read_before(state: dict[str, t.Any]) -> bool:
 
 def now_iso() -> str:
     """Now, as the state and deletion records write date-times."""
-    return _iso(datetime.datetime.now(datetime.timezone.utc))
+    return _iso(clock.now())
 
 
 def _iso(value: t.Any) -> str:

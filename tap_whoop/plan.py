@@ -11,6 +11,7 @@ import math
 import typing as t
 from dataclasses import dataclass
 
+from tap_whoop import clock
 from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.http import DAILY_RESERVE
 from tap_whoop.settings import member_shard, parse_time
@@ -56,7 +57,7 @@ def member_plans(tap: TapWhoop) -> list[MemberPlan]:
     per_cycle = [s for s in streams if isinstance(s, CycleChildStream) and s.enabled]
     details = [s for s in streams if isinstance(s, ProfileStream | BodyMeasurementStream)]
     user_ids = run.members.known_user_ids()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = clock.now()
     plans = []
     for member in run.members:
         user_id = user_ids.get(member.key)

@@ -10,7 +10,7 @@ import datetime
 import math
 import typing as t
 
-from tap_whoop import schemas
+from tap_whoop import clock, schemas
 from tap_whoop.client import CollectionStream, WhoopStream, now_iso
 from tap_whoop.inbox import LedgerRow
 from tap_whoop.settings import parse_time
@@ -127,7 +127,7 @@ def details_due(run: Run, key: str | None, state: dict[str, t.Any]) -> bool:
         read_at = parse_time(str(state["read_at"]))
     except (KeyError, ValueError):
         return True
-    elapsed = datetime.datetime.now(datetime.timezone.utc) - read_at
+    elapsed = clock.now() - read_at
     return elapsed.total_seconds() >= run.profile_interval
 
 

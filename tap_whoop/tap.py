@@ -19,6 +19,7 @@ from singer_sdk.exceptions import ConfigValidationError, MappingError
 from singer_sdk.singerlib import StateMessage
 from singer_sdk.tap_base import CliTestOptionValue
 
+from tap_whoop import clock
 from tap_whoop.check import check_credentials
 from tap_whoop.client import CollectionStream
 from tap_whoop.drain import drain_inbox
@@ -320,7 +321,7 @@ class TapWhoop(Tap):
         if not interval or not self.run.webhooks_flowing:
             return
         user_ids = self.run.members.known_user_ids()
-        since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=interval)
+        since = clock.now() - datetime.timedelta(seconds=interval)
         selected = [stream for stream in collections if stream.selected]
         for member in self.run.members:
             user_id = user_ids.get(member.key)

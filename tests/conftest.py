@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tap_whoop.client import WhoopStream
+from tap_whoop.clock import NOW_ENV
 from tap_whoop.tap import TapWhoop
 from whoop_sandbox import Sandbox, SandboxServer
 
@@ -77,6 +78,18 @@ TEST_REQUEST_TIMEOUT = 2
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait milliseconds instead of seconds, so fault tests stay fast."""
     monkeypatch.setattr(WhoopStream, "backoff_base_seconds", 0.01)
+
+
+@pytest.fixture
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The tap's clock pinned at the sandbox's `NOW`, in this process and in CLI runs.
+
+    For tests that compare the tap's sense of "now" with the sandbox's records (`plan`'s
+    estimates): they hold on any date. Returns the environment to give a CLI run.
+    """
+    pinned = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    monkeypatch.setenv(NOW_ENV, pinned)
+    return {NOW_ENV: pinned}
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import typing as t
 
-from auth_support import run_cli, write_json
+from auth_support import cli_env, run_cli, write_json
 from conftest import members_config, run_tap, tap_config
 
 if t.TYPE_CHECKING:
@@ -23,7 +23,7 @@ def row(output: str, member: str) -> list[str]:
 
 
 def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without_a_request(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, pinned_clock: dict[str, str]
 ) -> None:
     sandbox = start_sandbox(members=("alice", "carol"), history_days=400)
     start = {"start_date": "2026-01-01T00:00:00Z"}  # within the sandbox's 400 days
@@ -35,7 +35,16 @@ def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without
     state = write_json(tmp_path / "state.json", first.state)
     sandbox.reset_stats()
 
-    done = run_cli("plan", "--config", str(config), "--state", str(state), "--runs-per-day", "8")
+    done = run_cli(
+        "plan",
+        "--config",
+        str(config),
+        "--state",
+        str(state),
+        "--runs-per-day",
+        "8",
+        env=cli_env(**pinned_clock),
+    )
 
     assert done.returncode == 0, done.stderr
     assert sandbox.stats()["requests"] == 0
@@ -60,7 +69,7 @@ def test_plan_costs_a_synced_member_four_requests_and_a_new_ones_history_without
 
 
 def test_plan_says_how_many_days_a_history_takes_and_where_the_run_cap_cuts(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, pinned_clock: dict[str, str]
 ) -> None:
     sandbox = start_sandbox(members=("carol",), history_days=10)
     config = write_json(
@@ -74,7 +83,16 @@ def test_plan_says_how_many_days_a_history_takes_and_where_the_run_cap_cuts(
         ),
     )
 
-    done = run_cli("plan", "--config", str(config), "--runs-per-day", "1", "--daily-limit", "100")
+    done = run_cli(
+        "plan",
+        "--config",
+        str(config),
+        "--runs-per-day",
+        "1",
+        "--daily-limit",
+        "100",
+        env=cli_env(**pinned_clock),
+    )
 
     assert done.returncode == 0, done.stderr
     history = int(row(done.stdout, "carol")[4])
@@ -84,14 +102,23 @@ def test_plan_says_how_many_days_a_history_takes_and_where_the_run_cap_cuts(
 
 
 def test_plan_warns_when_the_schedule_alone_exceeds_the_daily_quota(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, pinned_clock: dict[str, str]
 ) -> None:
     sandbox = start_sandbox(members=("alice", "bob"), history_days=5)
     config = write_json(
         tmp_path / "config.json", members_config(sandbox, tmp_path, ("alice", "bob"))
     )
 
-    done = run_cli("plan", "--config", str(config), "--runs-per-day", "24", "--daily-limit", "50")
+    done = run_cli(
+        "plan",
+        "--config",
+        str(config),
+        "--runs-per-day",
+        "24",
+        "--daily-limit",
+        "50",
+        env=cli_env(**pinned_clock),
+    )
 
     assert done.returncode == 0, done.stderr
     assert "the schedule needs more than the app's daily quota" in done.stdout
@@ -99,13 +126,15 @@ def test_plan_warns_when_the_schedule_alone_exceeds_the_daily_quota(
 
 
 def test_plan_refuses_a_state_file_that_is_not_json_in_one_line(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, tmp_path: Path, pinned_clock: dict[str, str]
 ) -> None:
     config = write_json(tmp_path / "config.json", tap_config(sandbox, tmp_path))
     state = tmp_path / "state.json"
     state.write_text("{not json", encoding="utf-8")
 
-    done = run_cli("plan", "--config", str(config), "--state", str(state))
+    done = run_cli(
+        "plan", "--config", str(config), "--state", str(state), env=cli_env(**pinned_clock)
+    )
 
     assert done.returncode == 2
     assert "is not valid JSON" in done.stderr
@@ -114,7 +143,7 @@ def test_plan_refuses_a_state_file_that_is_not_json_in_one_line(
 
 
 def test_plan_reads_a_state_as_meltano_state_get_prints_it_and_as_meltano_invoke_passes_it(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, pinned_clock: dict[str, str]
 ) -> None:
     """`meltano state get` wraps the state in `singer_state`; `meltano invoke tap-whoop plan`
     gives --state and --catalog to the tap, before the subcommand."""
@@ -125,9 +154,15 @@ def test_plan_reads_a_state_as_meltano_state_get_prints_it_and_as_meltano_invoke
     state = write_json(tmp_path / "state.json", first.state)
     wrapped = write_json(tmp_path / "meltano-state.json", {"singer_state": first.state})
 
-    plain = run_cli("plan", "--config", str(config), "--state", str(state))
-    from_meltano = run_cli("plan", "--config", str(config), "--state", str(wrapped))
-    invoked = run_cli("--config", str(config), "--state", str(wrapped), "plan")
+    plain = run_cli(
+        "plan", "--config", str(config), "--state", str(state), env=cli_env(**pinned_clock)
+    )
+    from_meltano = run_cli(
+        "plan", "--config", str(config), "--state", str(wrapped), env=cli_env(**pinned_clock)
+    )
+    invoked = run_cli(
+        "--config", str(config), "--state", str(wrapped), "plan", env=cli_env(**pinned_clock)
+    )
 
     assert plain.returncode == 0, plain.stderr
     assert row(plain.stdout, "alice")[2:] == ["0", "4", "0", "4"]
