@@ -732,6 +732,10 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+IDENTITY_UNVERIFIED = "identity_unverified"
+"""An entry's mark that its refresh token's lineage changed since its user id was learnt."""
+
+
 def _seen_list(entry: t.Mapping[str, t.Any]) -> list[str]:
     seen = entry.get("seen")
     return [fp for fp in seen if isinstance(fp, str)] if isinstance(seen, list) else []
@@ -852,6 +856,8 @@ class MemberAuth:
             "updated_at": _utc_now(),
         }
         updated.pop("refreshing", None)
+        if reseeded and entry.get("user_id") is not None:
+            updated[IDENTITY_UNVERIFIED] = True  # until the profile shows whose token this is
         data["members"][self.key] = updated
         self._persist(data)
         if not access_token:
@@ -863,6 +869,17 @@ class MemberAuth:
             self._retry_token, self._rejected_token = access_token, None
         self._adopt(updated)
         logger.info("Member %r: access token refreshed; rotated token stored", self.key)
+
+    def identity_unverified(self, entry: t.Mapping[str, t.Any]) -> bool:
+        """Whether the entry's WHOOP user id may not be this member's token's any more.
+
+        So when the config's refresh token is new to the store (pasted, or copied from another
+        store) or a refresh of one happened and no profile has been read since.
+        """
+        if entry.get(IDENTITY_UNVERIFIED):
+            return True
+        configured = fingerprint(self._configured) if self._configured else None
+        return configured is not None and bool(entry) and not _accounts_for(entry, configured)
 
     def reject(self, access_token: str) -> bool:
         """Handle a 401: True when one more try is worth it, False when it was just tried.

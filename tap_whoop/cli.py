@@ -81,6 +81,7 @@ def build_command() -> click.Group:
     group.add_command(auth)
     group.add_command(revoke)
     group.add_command(webhooks)
+    group.add_command(set_aside)
     group.add_command(store)
     group.add_command(plan)
     return group
@@ -353,6 +354,55 @@ def webhooks(
     run = _run(ctx, configs)
     _log_service()
     serve(run, host=host, port=port)
+
+
+@click.command("set-aside", context_settings={"help_option_names": ["--help"]})
+@_CONFIG_OPTION
+@click.option(
+    "--retry",
+    "retry",
+    type=int,
+    multiple=True,
+    metavar="SEQ",
+    help="Put the event back in the log, as a new delivery every pipeline's next run reads.",
+)
+@click.option("--drop", "drop", type=int, multiple=True, metavar="SEQ", help="Forget the event.")
+@click.pass_context
+def set_aside(
+    ctx: click.Context, configs: tuple[str, ...], retry: tuple[int, ...], drop: tuple[int, ...]
+) -> None:
+    """List the webhook events runs gave up on after their tries, or retry or drop them.
+
+    An event is set aside when its record could not be passed on in several runs (a 4xx, an
+    endpoint that kept failing, an update WHOOP answers 404 for); the member's collections are
+    read in full meanwhile, so a set-aside event is seldom data lost.
+    """
+    run = _run(ctx, configs)
+    inbox = run.inbox
+    for seq, again in [*((seq, True) for seq in retry), *((seq, False) for seq in drop)]:
+        released = inbox.release(seq, retry=again)
+        if released is None:
+            raise ConfigError(f"no event {seq} is set aside: list them with `tap-whoop set-aside`")
+        what = f"{released.type} {released.record_id} of user {released.user_id}"
+        click.echo(
+            f"event {seq} ({what}) is back in the log as event {released.seq}"
+            if again
+            else f"event {seq} ({what}) dropped"
+        )
+    if retry or drop:
+        return
+    events = inbox.set_aside_events()
+    if not events:
+        click.echo("no event is set aside")
+        return
+    click.echo(f"{'seq':>8}  {'user id':>10}  {'type':<16} {'record':<36}  tries  why")
+    for entry in events:
+        event = entry.event
+        click.echo(
+            f"{event.seq:>8}  {event.user_id:>10}  {event.type:<16} {event.record_id:<36}  "
+            f"{entry.tries:>5}  {entry.reason}"
+        )
+    click.echo("retry with `tap-whoop set-aside --retry SEQ`, or forget with --drop SEQ")
 
 
 def _log_service() -> None:

@@ -7,6 +7,7 @@ import decimal
 import logging
 import math
 import sys
+import time
 import typing as t
 from functools import cached_property
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ from tap_whoop.http import (
     BACKOFF_BASE_SECONDS,
     DEFAULT_MAX_REQUEST_ATTEMPTS,
     DEFAULT_REQUEST_TIMEOUT,
+    RETRIABLE,
     MemberBearer,
     classify,
     jitter,
@@ -42,6 +44,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_whoop.auth import MemberAuth
+    from tap_whoop.http import MemberClient
     from tap_whoop.run import Run
 
 PAGE_SIZE = 25
@@ -362,6 +365,9 @@ class WhoopStream(RESTStream[str | None]):
 
 LEDGER_BATCH = 500
 """Emitted records noted in the ledger at a time: memory stays flat over any history."""
+SECOND_LOOK_SECONDS = 2.0
+"""Seconds between two looks at a record's endpoint before it is marked deleted: a one-off 404
+(a gateway's, a replica behind) is not taken for a deletion."""
 MAX_PENDING_HOLD = datetime.timedelta(days=14)
 """How far behind the newest record a pending score can hold the next window's start."""
 
@@ -404,6 +410,8 @@ class CollectionStream(WhoopStream):
     max_records_per_day = 2
     #: Records a member typically has per day: what request estimates assume (`--test`).
     typical_records_per_day = 1.0
+    #: Seconds between the two looks that confirm a record is gone.
+    second_look_seconds = SECOND_LOOK_SECONDS
     _paginator: NextTokenPaginator | None = None
     _paging_context: Context | None = None
     _continuing = False
@@ -481,9 +489,9 @@ class CollectionStream(WhoopStream):
             for record_id, key in expected.items()
             if record_id not in found and (reached is None or (key and parse_time(key) >= reached))
         ]
-        if gone:
-            self.reconcile(member.key, member.user_id, gone)
+        unsettled = self.reconcile(member.key, member.user_id, gone) if gone else []
         kept = self.ids_to_keep(state, recent)
+        kept += [[record_id, str(expected[record_id])] for record_id in unsettled]
         if reached is not None:  # the unread part of the window is still to be reconciled
             kept += [
                 pair for pair in state.get("window_ids") or [] if parse_time(pair[1]) < reached
@@ -633,29 +641,59 @@ class CollectionStream(WhoopStream):
         edge -= self.lookback + self.filter_lag
         return [[record_id, seen[record_id]] for record_id, at in moments.items() if at >= edge]
 
-    def reconcile(self, member_key: str, user_id: int, gone: list[str]) -> None:
-        """Mark deleted what WHOOP no longer lists, once its own endpoint confirms it (404).
+    def reconcile(self, member_key: str, user_id: int, gone: list[str]) -> list[str]:
+        """Mark deleted what WHOOP no longer lists, once its own endpoint confirms it twice.
 
-        A record that is still there (its start was edited out of the window) is emitted
-        as it now is instead.
+        Each record is looked up by id, and what WHOOP answers with its JSON 404 is looked up
+        again after `second_look_seconds`: only a second 404 marks it deleted. A record that is
+        still there (its start was edited out of the window) is emitted as it now is. Returns
+        what could not be settled (a look that failed): the next run looks again.
         """
         client = self.run.member_client(member_key)
-        deleted = []
-        for record_id in gone:
-            record = client.find(self.by_id_path.format(id=record_id), self.scope)
-            if record is None:
-                self.emit_directly(self.deletion_record(user_id, record_id))
-                deleted.append(record_id)
-            elif isinstance(record, dict):
-                self.emit_directly(self.filled(record, {"user_id": user_id}))
-        if deleted:
-            self.run.inbox.forget(user_id, self.name, deleted)
+        unsettled: list[str] = []
+        absent = self._look(client, user_id, gone, unsettled)
+        if absent:
+            time.sleep(self.second_look_seconds)
+            confirmed = self._look(client, user_id, absent, unsettled)
+            unsettled += [record_id for record_id in absent if record_id not in confirmed]
+            absent = confirmed
+        for record_id in absent:
+            self.emit_directly(self.deletion_record(user_id, record_id))
+        if absent:
+            self.run.note_deleted(user_id, self.name, absent)
             self.logger.info(
                 "%s: member %r: %d record(s) that WHOOP no longer has marked deleted",
                 self.name,
                 member_key,
-                len(deleted),
+                len(absent),
             )
+        if unsettled:
+            self.logger.warning(
+                "%s: member %r: %d record(s) no longer listed could not be confirmed gone; the "
+                "next run looks again",
+                self.name,
+                member_key,
+                len(unsettled),
+            )
+        return unsettled
+
+    def _look(
+        self, client: MemberClient, user_id: int, record_ids: list[str], unsettled: list[str]
+    ) -> list[str]:
+        """Ids WHOOP answers with its JSON 404; what it still has is emitted as it is now."""
+        absent = []
+        for record_id in record_ids:
+            try:
+                record = client.find(self.by_id_path.format(id=record_id), self.scope)
+            except (*RETRIABLE, FatalAPIError) as exc:
+                self.logger.debug("%s: looking up %s failed: %s", self.name, record_id, exc)
+                unsettled.append(record_id)
+                continue
+            if record is None:
+                absent.append(record_id)
+            elif isinstance(record, dict):
+                self.emit_directly(self.filled(record, {"user_id": user_id}))
+        return absent
 
     def record_id(self, record: dict[str, t.Any]) -> str:
         """The record's key in this stream, as text."""

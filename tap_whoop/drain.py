@@ -1,9 +1,17 @@
-"""Webhook events into the streams: each run first passes on what WHOOP announced.
+"""Webhook events into the streams: each run first passes on what WHOOP announced since its state.
 
-An `updated` event fetches exactly that record (a recovery through its sleep's cycle) and
-emits it into its collection, so that targets upsert it; a `deleted` event emits a deletion
-record. Neither moves a bookmark: only reading the collections does. Events are marked done
-once their records and a state after them are written; killed before, they are drained again.
+The inbox is a log. Each pipeline's state keeps its position in it and the events it still owes
+(`whoop_webhooks`), so an event counts as passed on only once a target has committed the state
+after its records, and every pipeline (every state id) gets every event. A run that a target
+failed is run again from the last committed state, and passes the same events on again.
+
+An `updated` event fetches exactly that record (a recovery through its sleep's cycle) and emits
+it into its collection, for targets to upsert; a `deleted` event emits a deletion record.
+Neither moves a bookmark: only reading the collections does. An event that cannot be passed on
+(a 4xx, an endpoint that keeps failing, an updated record WHOOP answers 404 for) stays owed and
+is tried on later runs, `MAX_EVENT_TRIES` in all, then set aside for an operator
+(`tap-whoop set-aside`); the member is read in full meanwhile. It never stops other
+events or other members.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import typing as t
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from singer_sdk.exceptions import FatalAPIError
+
 from tap_whoop.errors import MemberError
+from tap_whoop.http import RETRIABLE
 from tap_whoop.settings import parse_time
 
 if t.TYPE_CHECKING:
@@ -27,8 +38,15 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("tap-whoop")
 
+WEBHOOKS_KEY = "whoop_webhooks"
+"""The state's note of this pipeline's position in the inbox's log, and the events it owes."""
+MAX_EVENT_TRIES = 5
+"""Runs that try an event before it is set aside."""
 CYCLES_BEFORE_THE_NIGHT = datetime.timedelta(days=1)
 """A new night's sleep opens a cycle and closes the one before: read from a day before it."""
+
+#: What a failed look at one event's record is, for that event alone.
+EVENT_FAILURES = (*RETRIABLE, FatalAPIError)
 
 
 @dataclass
@@ -41,24 +59,80 @@ class Drained:
     members: set[str] = field(default_factory=set)
 
 
+@dataclass
+class Progress:
+    """A pipeline's place in one inbox's log, as its state keeps it."""
+
+    inbox: str | None = None
+    position: int = 0
+    #: Events still owed: seq -> (tries so far, the member's WHOOP user id).
+    owed: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, note: t.Any) -> Progress:
+        """The note as an earlier run wrote it; anything else reads the whole log again."""
+        if not isinstance(note, dict):
+            return cls()
+        inbox, position, owed = note.get("inbox"), note.get("position"), note.get("owed")
+        if not isinstance(inbox, str) or not _whole(position) or not isinstance(owed, list):
+            logger.warning(
+                "state: %s is damaged; every event still in the inbox is passed on again",
+                WEBHOOKS_KEY,
+            )
+            return cls()
+        entries = [e for e in owed if isinstance(e, list) and len(e) == 3 and all(map(_whole, e))]
+        owing = {seq: (tries, user_id) for seq, tries, user_id in entries}
+        return cls(inbox, t.cast("int", position), owing)
+
+    def to_state(self) -> dict[str, t.Any]:
+        """The note for the state."""
+        owed = [[seq, tries, user_id] for seq, (tries, user_id) in sorted(self.owed.items())]
+        return {"inbox": self.inbox, "position": self.position, "owed": owed}
+
+
+def _whole(value: t.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def drain_inbox(
-    run: Run, streams: Mapping[str, CollectionStream], write_state: Callable[[], None]
+    run: Run,
+    streams: Mapping[str, CollectionStream],
+    notes: dict[str, t.Any],
+    write_state: Callable[[], None],
 ) -> Drained:
-    """Emit the records the pending events of this run's members announce."""
+    """Emit what the events after this pipeline's position announce, and move the position."""
     drained = Drained()
     if not run.inbox.exists():
         return drained
-    user_ids = {user_id: key for key, user_id in run.members.known_user_ids().items()}
-    events = run.inbox.pending(user_ids)
-    if not events:
-        return drained
+    inbox = run.inbox
+    identity = inbox.identity()
+    progress = Progress.from_state(notes.get(WEBHOOKS_KEY))
+    if progress.inbox != identity:
+        progress = Progress(identity)
+    inbox.prune(run.webhook_retention)
+    members = {user_id: key for key, user_id in run.members.known_user_ids().items()}
+    if inbox.horizon() > progress.position:
+        _reconcile_everyone(run, notes.get(WEBHOOKS_KEY) is not None)
+    owed_events = inbox.by_seqs(progress.owed)
+    for seq in set(progress.owed) - {event.seq for event in owed_events}:
+        if (key := members.get(progress.owed[seq][1])) is not None:
+            run.must_reconcile.add(key)  # pruned before it could be passed on
+    log = inbox.after(progress.position)
+    unverified = run.members.unverified_user_ids()  # read once their profile shows them theirs
+    owed: dict[int, tuple[int, int]] = {
+        event.seq: (progress.owed.get(event.seq, (0, event.user_id))[0], event.user_id)
+        for event in [*owed_events, *log]
+        if event.user_id in unverified
+    }
+    events = [event for event in [*owed_events, *log] if event.user_id in members]
     by_member: dict[int, list[Event]] = defaultdict(list)
     for event in events:
         by_member[event.user_id].append(event)
-    done: list[int] = []
     for user_id, member_events in by_member.items():
-        member = run.members.by_key[user_ids[user_id]]
+        member = run.members.by_key[members[user_id]]
+        tries_so_far = {e.seq: progress.owed.get(e.seq, (0, user_id))[0] for e in member_events}
         if member.failure:
+            owed.update({seq: (tries, user_id) for seq, tries in tries_so_far.items()})
             continue
         member.user_id = user_id
         drain = _MemberDrain(run, streams, member, user_id, drained)
@@ -66,22 +140,53 @@ def drain_inbox(
             drain.apply(member_events)
         except MemberError as exc:
             run.members.fail(member, drain.stream, exc)
-        done += drain.done
-    write_state()
-    run.inbox.mark_done(done)
-    drained.events = len(done)
-    logger.info(
-        "webhooks: %d event(s) of %d member(s) passed on: %d record(s) fetched, %d deleted",
-        drained.events,
-        len(drained.members),
-        drained.fetched,
-        drained.deleted,
-    )
+            owed.update({seq: (tries, user_id) for seq, tries in tries_so_far.items()})
+            continue
+        for event, reason in drain.owed:
+            tries = tries_so_far[event.seq] + 1
+            if tries < MAX_EVENT_TRIES:
+                owed[event.seq] = (tries, user_id)
+                continue
+            inbox.set_aside(event, reason, tries)
+            logger.warning(
+                "webhooks: member %r: %s %s set aside after %d tries (%s); see "
+                "`tap-whoop set-aside`",
+                member.key,
+                event.type,
+                event.record_id,
+                tries,
+                reason,
+            )
+        drained.events += len(drain.done)
+    progress.owed = owed
+    progress.position = max([progress.position, inbox.horizon(), *(e.seq for e in log)])
+    notes[WEBHOOKS_KEY] = progress.to_state()
+    if events:
+        write_state()  # the records passed on, then the position after them
+    if events:
+        logger.info(
+            "webhooks: %d event(s) of %d member(s) passed on: %d record(s) fetched, %d deleted%s",
+            drained.events,
+            len(drained.members),
+            drained.fetched,
+            drained.deleted,
+            f"; {len(owed)} owed, tried again next run" if owed else "",
+        )
     return drained
 
 
+def _reconcile_everyone(run: Run, had_a_position: bool) -> None:
+    """Events this pipeline never read were pruned: every member is read in full."""
+    run.must_reconcile.update(member.key for member in run.members)
+    if had_a_position:
+        logger.warning(
+            "webhooks: events after this pipeline's last run were pruned (older than "
+            "webhook_retention_days); every member is read in full this run instead"
+        )
+
+
 class _MemberDrain:
-    """One member's events, latest first per record, as requests and records."""
+    """One member's events, the latest per record, as requests and records."""
 
     def __init__(
         self,
@@ -97,6 +202,8 @@ class _MemberDrain:
         self.user_id = user_id
         self.drained = drained
         self.done: list[int] = []
+        #: Events still owed, and why.
+        self.owed: list[tuple[Event, str]] = []
         self.stream = "sleep"
         self._client: MemberClient | None = None
 
@@ -107,47 +214,67 @@ class _MemberDrain:
         return self._client
 
     def apply(self, events: list[Event]) -> None:
+        """Each record's latest event; several notices for a record cost one request."""
         latest: dict[tuple[str, str], Event] = {}
-        seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for event in events:
+        of_record: dict[tuple[str, str], list[Event]] = defaultdict(list)
+        for event in sorted(events, key=lambda event: event.seq):
             latest[(event.kind, event.record_id)] = event
-            seqs[(event.kind, event.record_id)].append(event.seq)
+            of_record[(event.kind, event.record_id)].append(event)
         nights: list[datetime.datetime] = []
         # a sleep first: its recovery is then found through the cycle the sleep names
         for key, event in sorted(latest.items(), key=lambda item: item[1].kind == "recovery"):
             self.stream = event.kind
-            if event.kind == "recovery":
-                self._recovery(event)
-            elif night := self._activity(event):
-                nights.append(night)
-            self.done += seqs[key]
-            self.drained.members.add(self.member.key)
+            try:
+                if event.kind == "recovery":
+                    owes = self._recovery(event)
+                else:
+                    owes, night = self._activity(event)
+                    if night is not None:
+                        nights.append(night)
+            except MemberError as exc:
+                if exc.whole_member:
+                    raise
+                owes = str(exc)
+            except EVENT_FAILURES as exc:
+                owes = str(exc)
+            if owes is None:
+                self.done += [e.seq for e in of_record[key]]
+                self.drained.members.add(self.member.key)
+            else:
+                self.owed += [(e, owes) for e in of_record[key]]
         if nights:
             self._refresh_cycles(min(nights) - CYCLES_BEFORE_THE_NIGHT)
 
-    def _activity(self, event: Event) -> datetime.datetime | None:
-        """A sleep or workout; the start of a night's sleep whose cycle no run has emitted."""
+    def _activity(self, event: Event) -> tuple[str | None, datetime.datetime | None]:
+        """A sleep or workout: what is owed (None: nothing), and a night whose cycle is new."""
         stream = self.streams[event.kind]
-        record = None
-        if not event.deleted:
-            record = self.client.find(stream.by_id_path.format(id=event.record_id), stream.scope)
-        if record is None:
+        if event.deleted:
             self._delete(stream, event.record_id)
-            return None
+            return None, None
+        record = self.client.find(stream.by_id_path.format(id=event.record_id), stream.scope)
+        if record is None:
+            self.run.must_reconcile.add(self.member.key)
+            return (
+                f"WHOOP announced an update of {event.kind} {event.record_id} but answers 404 for "
+                "it; not taken for a deletion: the member's collections are read in full",
+                None,
+            )
         if not self._emit(stream, record) or event.kind != "sleep" or record.get("nap"):
-            return None
+            return None, None
         if str(record.get("cycle_id")) in self.run.inbox.known(self.user_id, "cycles"):
-            return None
-        return parse_time(record["start"])
+            return None, None
+        return None, parse_time(record["start"])
 
-    def _recovery(self, event: Event) -> None:
+    def _recovery(self, event: Event) -> str | None:
         """A recovery event names its sleep; the recovery is found by the sleep's cycle."""
         stream = self.streams["recovery"]
-        cycle_id = self.run.inbox.cycle_of_sleep(self.user_id, event.record_id)
+        sleep_id = event.record_id
+        cycle_id = self.run.inbox.cycle_of_sleep(self.user_id, sleep_id)
         if cycle_id is None:
             sleep_stream = self.streams["sleep"]
-            path = sleep_stream.by_id_path.format(id=event.record_id)
-            sleep = self.client.find(path, sleep_stream.scope)
+            sleep = self.client.find(
+                sleep_stream.by_id_path.format(id=sleep_id), sleep_stream.scope
+            )
             if isinstance(sleep, dict) and isinstance(sleep.get("cycle_id"), int):
                 cycle_id = sleep["cycle_id"]
                 self._emit(sleep_stream, sleep)
@@ -156,18 +283,30 @@ class _MemberDrain:
                 "webhooks: member %r: the recovery of sleep %s changed, but the sleep is gone "
                 "and no run saw it; the next reconciliation of recovery finds it",
                 self.member.key,
-                event.record_id,
+                sleep_id,
             )
-            return
-        record = None
-        if not event.deleted:
-            record = self.client.find(stream.by_id_path.format(id=cycle_id), stream.scope)
-            if record is None:
-                return  # not scored from this sleep (yet): nothing to pass on
-        if record is None:
+            return None
+        scored_from = self.run.inbox.sleep_of_recovery(self.user_id, cycle_id)
+        if event.deleted and scored_from == sleep_id:
             self._delete(stream, str(cycle_id))
-        else:
-            self._emit(stream, record)
+            return None
+        if event.deleted and scored_from is not None:
+            logger.info(
+                "webhooks: member %r: recovery of sleep %s deleted; cycle %s's recovery is "
+                "scored from sleep %s now, and is kept",
+                self.member.key,
+                sleep_id,
+                cycle_id,
+                scored_from,
+            )
+            return None
+        record = self.client.find(stream.by_id_path.format(id=cycle_id), stream.scope)
+        if record is None:
+            if event.deleted:
+                self._delete(stream, str(cycle_id))
+            return None  # an update: not scored from this sleep (yet), nothing to pass on
+        self._emit(stream, record)
+        return None
 
     def _refresh_cycles(self, since: datetime.datetime) -> None:
         """A night's sleep closes a cycle and opens the next: the recent cycles are read again.
@@ -180,14 +319,26 @@ class _MemberDrain:
         if not stream.selected:
             return
         self.stream = stream.name
-        page = self.client.get(
-            stream.path,
-            stream.scope,
-            {
-                "limit": 25,
-                "start": since.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            },
-        )
+        try:
+            page = self.client.get(
+                stream.path,
+                stream.scope,
+                {
+                    "limit": 25,
+                    "start": since.astimezone(datetime.timezone.utc).strftime(
+                        "%Y-%m-%dT%H:%M:%S.000Z"
+                    ),
+                },
+            )
+        except EVENT_FAILURES as exc:
+            logger.warning(
+                "webhooks: member %r: the cycles after a new night could not be read (%s); the "
+                "member's next read of cycles has them",
+                self.member.key,
+                exc,
+            )
+            self.run.must_reconcile.add(self.member.key)
+            return
         for record in (page or {}).get("records") or []:
             self._emit(stream, record)
 
@@ -206,7 +357,8 @@ class _MemberDrain:
         return True
 
     def _delete(self, stream: CollectionStream, record_id: str) -> None:
-        stream.emit_directly(stream.deletion_record(self.user_id, record_id))
-        self.run.inbox.forget(self.user_id, stream.name, [record_id])
+        if not self.run.deleted_in_this_run(self.user_id, stream.name, record_id):
+            stream.emit_directly(stream.deletion_record(self.user_id, record_id))
+            self.run.note_deleted(self.user_id, stream.name, [record_id])
         stream.forget_in_window(self.user_id, record_id)
         self.drained.deleted += 1

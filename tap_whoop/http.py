@@ -329,6 +329,18 @@ def json_body(response: requests.Response) -> t.Any:
     return response.__dict__[_JSON]
 
 
+def is_json(response: requests.Response) -> bool:
+    """Whether the body is JSON, as WHOOP's API answers (a gateway's error page is HTML)."""
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        return False
+    try:
+        json_body(response)
+    except ValueError:
+        return False
+    return True
+
+
 def classify(
     response: requests.Response,
     auth: MemberAuth,
@@ -343,6 +355,14 @@ def classify(
     """
     status = response.status_code
     path = urlparse(response.url).path
+    if status == 404 and not is_json(response):
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        raise RetriableAPIError(
+            f"HTTP 404 for {path} with a body that is not WHOOP's JSON ({kind}): a gateway's or "
+            "a proxy's answer, not evidence that a record is gone; if that persists, api_url "
+            f"({_api_root(response)}) is not WHOOP's API root, e.g. {DEFAULT_API_URL}",
+            response,
+        )
     if status == 404 and missing_is_empty:
         return
     if status == 404:
@@ -480,7 +500,7 @@ class MemberClient:
         return json_body(response)
 
     def find(self, path: str, scope: str) -> t.Any:
-        """The record at `path`, or None when WHOOP has none there (a 404)."""
+        """The record at `path`, or None when WHOOP says it has none there (its JSON 404)."""
         response = self._retrying(self.max_attempts)("GET", path, scope, None, True)
         return None if response.status_code == 404 else json_body(response)
 

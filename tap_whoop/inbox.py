@@ -1,8 +1,11 @@
-"""The webhook inbox and the record ledger: what WHOOP told us, kept until the tap passes it on.
+"""The webhook inbox and the record ledger: what WHOOP told us, and what the tap has emitted.
 
-The receiver (`tap-whoop webhooks`) adds events; each run drains them into the streams. The
-ledger is what the tap has emitted per member and stream: a full refresh compares it with
-what WHOOP still has, and a deleted sleep's recovery finds its cycle in it.
+The receiver (`tap-whoop webhooks`) appends every delivery to a log (a trace id once); events
+are pruned by age only. Each pipeline keeps its own position in the log in its Singer state
+(`tap_whoop.drain`), so an event counts as passed on only once a target has committed the state
+after it, and two pipelines each get every event. The ledger is what the tap has emitted per
+member and stream: a full refresh compares it with what WHOOP still has, and a deleted sleep's
+recovery finds its cycle in it.
 
 `Inbox` is the interface; `SqliteInbox` is the embedded backend, a file beside the token store;
 `tap_whoop.pgstore.PostgresInbox` keeps the same in PostgreSQL (the `store_url` setting).
@@ -11,10 +14,13 @@ what WHOOP still has, and a deleted sleep's recovery finds its cycle in it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import sqlite3
 import threading
 import time
 import typing as t
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +35,6 @@ EVENT_KINDS = ("sleep", "workout", "recovery")
 EVENT_TYPES = frozenset(
     f"{kind}.{action}" for kind in EVENT_KINDS for action in ("updated", "deleted")
 )
-
-DONE_KEPT_SECONDS = 7 * 86_400
-"""How long a drained event is kept, so that WHOOP's late retries of it are known duplicates."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,16 @@ class Event:
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """An event a pipeline gave up on after its tries, waiting for an operator."""
+
+    event: Event
+    reason: str
+    tries: int
+    at: float
+
+
+@dataclass(frozen=True)
 class LedgerRow:
     """A record the tap emitted: its key in its stream, its replication key, its links."""
 
@@ -72,14 +85,32 @@ class Inbox(t.Protocol):
     def exists(self) -> bool:
         """Whether anything was ever stored (reading a store that is not there creates it)."""
 
+    def identity(self) -> str:
+        """This inbox's id: a position in another inbox's log means nothing here."""
+
     def add(self, event: Event) -> bool:
-        """Store `event` durably; False for a duplicate (its trace, or its record pending)."""
+        """Append `event` durably; False only for a delivery whose trace id is already in."""
 
-    def pending(self, user_ids: Collection[int]) -> list[Event]:
-        """Events of these members not yet drained, oldest first."""
+    def after(self, position: int) -> list[Event]:
+        """Every event after `position` in the log, oldest first."""
 
-    def mark_done(self, seqs: Iterable[int]) -> None:
-        """Drained: their records and the state covering them were emitted."""
+    def by_seqs(self, seqs: Collection[int]) -> list[Event]:
+        """The events still in the log among `seqs`, oldest first."""
+
+    def horizon(self) -> int:
+        """The last position pruned: a state behind it has missed events."""
+
+    def prune(self, keep_seconds: float) -> None:
+        """Drop the events received more than `keep_seconds` ago."""
+
+    def set_aside(self, event: Event, reason: str, tries: int) -> None:
+        """Keep an event a pipeline gave up on, for `tap-whoop set-aside`."""
+
+    def set_aside_events(self) -> list[SetAside]:
+        """What was set aside, oldest first."""
+
+    def release(self, seq: int, *, retry: bool) -> Event | None:
+        """Take an event off the set-aside list: appended again (`retry`) or dropped."""
 
     def last_received_at(self) -> float | None:
         """When the newest event arrived (epoch seconds), if any ever did."""
@@ -96,6 +127,9 @@ class Inbox(t.Protocol):
     def cycle_of_sleep(self, user_id: int, sleep_id: str) -> int | None:
         """The cycle of a sleep the tap emitted (or whose recovery it emitted)."""
 
+    def sleep_of_recovery(self, user_id: int, cycle_id: int) -> str | None:
+        """The sleep the cycle's recovery was scored from, as the tap last emitted it."""
+
 
 _SCHEMA = (
     """
@@ -109,10 +143,9 @@ _SCHEMA = (
         done_at REAL
     )
     """,
-    """
-    CREATE UNIQUE INDEX IF NOT EXISTS events_pending_record
-        ON events (user_id, type, record_id) WHERE done_at IS NULL
-    """,
+    # version 3: an append-only log; several notices for one record are all kept
+    "DROP INDEX IF EXISTS events_pending_record",
+    "CREATE INDEX IF NOT EXISTS events_received ON events (received_at)",
     "CREATE INDEX IF NOT EXISTS events_done ON events (done_at)",
     """
     CREATE TABLE IF NOT EXISTS ledger (
@@ -128,8 +161,22 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS ledger_sleep ON ledger (user_id, sleep_id)",
     # version 2: where `tap-whoop store copy` moved the inbox; a write here is refused from then
     "CREATE TABLE IF NOT EXISTS moved_to (url TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """
+    CREATE TABLE IF NOT EXISTS set_aside (
+        seq INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        trace_id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        tries INTEGER NOT NULL,
+        at REAL NOT NULL
+    )
+    """,
 )
-_VERSION = 2
+_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -195,6 +242,10 @@ class SqliteInbox:
                 with _transaction(connection):
                     for statement in _SCHEMA:
                         connection.execute(statement)
+                    connection.execute(
+                        "INSERT OR IGNORE INTO meta (name, value) VALUES ('identity', ?)",
+                        (f"sqlite:{uuid.uuid4()}",),
+                    )
                     connection.execute(f"PRAGMA user_version={_VERSION}")
         except BaseException:
             connection.close()
@@ -269,8 +320,12 @@ class SqliteInbox:
         """Whether the file is there."""
         return self._connection is not None or self.path.exists()
 
+    def identity(self) -> str:
+        """This inbox's id, made when its file was created."""
+        return str(self._read("SELECT value FROM meta WHERE name = 'identity'")[0][0])
+
     def add(self, event: Event) -> bool:
-        """Store `event` durably; False for a duplicate (its trace, or its record pending)."""
+        """Append `event` durably; False only for a delivery whose trace id is already in."""
         with self._writing() as connection:
             cursor = connection.execute(
                 "INSERT OR IGNORE INTO events (user_id, type, record_id, trace_id, received_at) "
@@ -285,23 +340,95 @@ class SqliteInbox:
             )
             return cursor.rowcount == 1
 
-    def pending(self, user_ids: Collection[int]) -> list[Event]:
-        """Events of these members not yet drained, oldest first."""
-        wanted = set(user_ids)
+    def after(self, position: int) -> list[Event]:
+        """Every event after `position` in the log, oldest first."""
         rows = self._read(
             "SELECT user_id, type, record_id, trace_id, received_at, seq FROM events "
-            "WHERE done_at IS NULL ORDER BY seq"
+            "WHERE seq > ? ORDER BY seq",
+            (position,),
         )
-        return [Event(*row) for row in rows if row[0] in wanted]
+        return [Event(*row) for row in rows]
 
-    def mark_done(self, seqs: Iterable[int]) -> None:
-        """Drained: their records and the state covering them were emitted."""
-        now = time.time()
+    def by_seqs(self, seqs: Collection[int]) -> list[Event]:
+        """The events still in the log among `seqs`, oldest first."""
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return []
+        rows = self._read(
+            "SELECT user_id, type, record_id, trace_id, received_at, seq FROM events "
+            "WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",
+            (json.dumps(wanted),),
+        )
+        return [Event(*row) for row in rows]
+
+    def horizon(self) -> int:
+        """The last position pruned: a state behind it has missed events."""
+        rows = self._read("SELECT value FROM meta WHERE name = 'pruned_through'")
+        return int(rows[0][0]) if rows else 0
+
+    def prune(self, keep_seconds: float) -> None:
+        """Drop the events received more than `keep_seconds` ago."""
+        cutoff = time.time() - keep_seconds
+        if self._read("SELECT max(seq) FROM events WHERE received_at < ?", (cutoff,))[0][0] is None:
+            return  # nothing to prune: no write (a moved inbox refuses writes)
         with self._writing() as connection:
-            connection.executemany(
-                "UPDATE events SET done_at = ? WHERE seq = ?", [(now, seq) for seq in seqs]
+            last = connection.execute(
+                "SELECT max(seq) FROM events WHERE received_at < ?", (cutoff,)
+            ).fetchone()[0]
+            if last is None:
+                return
+            connection.execute("DELETE FROM events WHERE seq <= ?", (last,))
+            connection.execute(
+                "INSERT INTO meta (name, value) VALUES ('pruned_through', ?) ON CONFLICT (name) "
+                "DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+                (last,),
             )
-            connection.execute("DELETE FROM events WHERE done_at < ?", (now - DONE_KEPT_SECONDS,))
+
+    def set_aside(self, event: Event, reason: str, tries: int) -> None:
+        """Keep an event a pipeline gave up on, for `tap-whoop set-aside`."""
+        with self._writing() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO set_aside (seq, user_id, type, record_id, trace_id, "
+                "received_at, reason, tries, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.seq,
+                    event.user_id,
+                    event.type,
+                    event.record_id,
+                    event.trace_id,
+                    event.received_at,
+                    reason,
+                    tries,
+                    time.time(),
+                ),
+            )
+
+    def set_aside_events(self) -> list[SetAside]:
+        """What was set aside, oldest first."""
+        rows = self._read(
+            "SELECT user_id, type, record_id, trace_id, received_at, seq, reason, tries, at "
+            "FROM set_aside ORDER BY seq"
+        )
+        return [SetAside(Event(*row[:6]), row[6], row[7], row[8]) for row in rows]
+
+    def release(self, seq: int, *, retry: bool) -> Event | None:
+        """Take an event off the set-aside list: appended again (`retry`) or dropped."""
+        with self._writing() as connection:
+            row = connection.execute(
+                "SELECT user_id, type, record_id, trace_id FROM set_aside WHERE seq = ?", (seq,)
+            ).fetchone()
+            if row is None:
+                return None
+            connection.execute("DELETE FROM set_aside WHERE seq = ?", (seq,))
+            event = Event(row[0], row[1], row[2], f"{row[3]}#retry-{uuid.uuid4().hex[:8]}")
+            if retry:
+                cursor = connection.execute(
+                    "INSERT INTO events (user_id, type, record_id, trace_id, received_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (event.user_id, event.type, event.record_id, event.trace_id, time.time()),
+                )
+                return dataclasses.replace(event, seq=int(cursor.lastrowid or 0))
+            return event
 
     def last_received_at(self) -> float | None:
         """When the newest event arrived (epoch seconds), if any ever did."""
@@ -346,6 +473,15 @@ class SqliteInbox:
             (user_id, sleep_id, sleep_id),
         )
         return int(rows[0][0]) if rows else None
+
+    def sleep_of_recovery(self, user_id: int, cycle_id: int) -> str | None:
+        """The sleep the cycle's recovery was scored from, as the tap last emitted it."""
+        rows = self._read(
+            "SELECT sleep_id FROM ledger WHERE user_id = ? AND stream = 'recovery' "
+            "AND record_id = ?",
+            (user_id, str(cycle_id)),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 @contextlib.contextmanager

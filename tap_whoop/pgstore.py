@@ -8,7 +8,9 @@ as one directory is for the files, shared by every tap process on every machine:
   server the moment its holder's connection ends, a killed process included. Every write is one
   transaction; a write whose lock session was lost takes the lock again on a new one and writes
   only if nobody else wrote meanwhile.
-- `PostgresInbox`: the webhook inbox and ledger, with `SqliteInbox`'s semantics.
+- `PostgresInbox`: the webhook log and ledger, with `SqliteInbox`'s semantics. Appends take a
+  transaction-scoped advisory lock, so positions commit in order: a reader never passes one that
+  is still to commit.
 - `PostgresWindow`: the app's sliding request window, timed by the database's clock.
 - `copy_file_store`: `tap-whoop store copy`, files to database, spending no token.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +30,7 @@ import re
 import threading
 import time
 import typing as t
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -38,7 +42,7 @@ from tap_whoop import __version__
 from tap_whoop import auth as auth_module
 from tap_whoop.auth import MemberEdits, _descends
 from tap_whoop.errors import TapWhoopError, TokenStoreError
-from tap_whoop.inbox import DONE_KEPT_SECONDS, Event, LedgerRow
+from tap_whoop.inbox import Event, LedgerRow, SetAside
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator
@@ -107,6 +111,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX tap_whoop_rate_window_app_at ON tap_whoop_rate_window (app, at)",
+    ),
+    (
+        # An append-only log: several notices for one record are all kept; pruned by age.
+        "DROP INDEX tap_whoop_events_pending_record",
+        "CREATE INDEX tap_whoop_events_received ON tap_whoop_events (received_at)",
+        "CREATE TABLE tap_whoop_meta (name text PRIMARY KEY, value text NOT NULL)",
+        "INSERT INTO tap_whoop_meta (name, value) "
+        "VALUES ('identity', 'postgresql:' || gen_random_uuid())",
+        """
+        CREATE TABLE tap_whoop_set_aside (
+            seq bigint PRIMARY KEY,
+            user_id bigint NOT NULL,
+            type text NOT NULL,
+            record_id text NOT NULL,
+            trace_id text NOT NULL,
+            received_at timestamptz NOT NULL,
+            reason text NOT NULL,
+            tries integer NOT NULL,
+            at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )
+        """,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -618,10 +643,16 @@ class PostgresInbox:
         self._read("SELECT 1")
         return True
 
+    def identity(self) -> str:
+        """This database's inbox id, made by the migration that created the log."""
+        return str(self._read("SELECT value FROM tap_whoop_meta WHERE name = 'identity'")[0][0])
+
     def add(self, event: Event) -> bool:
-        """Store `event` durably; False for a duplicate (its trace, or its record pending)."""
-        return self._write(
-            lambda connection: (
+        """Append `event` durably; False only for a delivery whose trace id is already in."""
+
+        def append(connection: Connection) -> bool:
+            connection.execute(_EVENTS_LOCK)
+            return (
                 connection.execute(
                     "INSERT INTO tap_whoop_events "
                     "(user_id, type, record_id, trace_id, received_at) "
@@ -636,33 +667,98 @@ class PostgresInbox:
                 ).rowcount
                 == 1
             )
-        )
 
-    def pending(self, user_ids: Collection[int]) -> list[Event]:
-        """Events of these members not yet drained, oldest first."""
-        rows = self._read(
-            "SELECT user_id, type, record_id, trace_id, extract(epoch FROM received_at)::float8, "
-            "seq FROM tap_whoop_events WHERE done_at IS NULL AND user_id = ANY(%s) ORDER BY seq",
-            (list(user_ids),),
-        )
+        return self._write(append)
+
+    def after(self, position: int) -> list[Event]:
+        """Every event after `position` in the log, oldest first."""
+        rows = self._read(_EVENTS + "WHERE seq > %s ORDER BY seq", (position,))
         return [Event(*row) for row in rows]
 
-    def mark_done(self, seqs: Iterable[int]) -> None:
-        """Drained: their records and the state covering them were emitted."""
-        done = list(seqs)
+    def by_seqs(self, seqs: Collection[int]) -> list[Event]:
+        """The events still in the log among `seqs`, oldest first."""
+        rows = self._read(_EVENTS + "WHERE seq = ANY(%s) ORDER BY seq", (sorted(set(seqs)),))
+        return [Event(*row) for row in rows]
 
-        def mark(connection: Connection) -> None:
+    def horizon(self) -> int:
+        """The last position pruned: a state behind it has missed events."""
+        rows = self._read("SELECT value FROM tap_whoop_meta WHERE name = 'pruned_through'")
+        return int(rows[0][0]) if rows else 0
+
+    def prune(self, keep_seconds: float) -> None:
+        """Drop the events received more than `keep_seconds` ago."""
+
+        def prune(connection: Connection) -> None:
+            connection.execute(_EVENTS_LOCK)
+            row = connection.execute(
+                "SELECT max(seq) FROM tap_whoop_events "
+                "WHERE received_at < clock_timestamp() - make_interval(secs => %s)",
+                (keep_seconds,),
+            ).fetchone()
+            if row is None or row[0] is None:
+                return
+            connection.execute("DELETE FROM tap_whoop_events WHERE seq <= %s", (row[0],))
             connection.execute(
-                "UPDATE tap_whoop_events SET done_at = clock_timestamp() WHERE seq = ANY(%s)",
-                (done,),
-            )
-            connection.execute(
-                "DELETE FROM tap_whoop_events "
-                "WHERE done_at < clock_timestamp() - make_interval(secs => %s)",
-                (DONE_KEPT_SECONDS,),
+                "INSERT INTO tap_whoop_meta (name, value) VALUES ('pruned_through', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = "
+                "greatest(tap_whoop_meta.value::bigint, EXCLUDED.value::bigint)::text",
+                (str(row[0]),),
             )
 
-        self._write(mark)
+        self._write(prune)
+
+    def set_aside(self, event: Event, reason: str, tries: int) -> None:
+        """Keep an event a pipeline gave up on, for `tap-whoop set-aside`."""
+        self._write(
+            lambda connection: connection.execute(
+                "INSERT INTO tap_whoop_set_aside (seq, user_id, type, record_id, trace_id, "
+                "received_at, reason, tries) VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), %s, %s) "
+                "ON CONFLICT (seq) DO UPDATE SET reason = EXCLUDED.reason, tries = EXCLUDED.tries",
+                (
+                    event.seq,
+                    event.user_id,
+                    event.type,
+                    event.record_id,
+                    event.trace_id,
+                    event.received_at,
+                    reason,
+                    tries,
+                ),
+            )
+        )
+
+    def set_aside_events(self) -> list[SetAside]:
+        """What was set aside, oldest first."""
+        rows = self._read(
+            "SELECT user_id, type, record_id, trace_id, "
+            "extract(epoch FROM received_at)::float8, seq, reason, tries, "
+            "extract(epoch FROM at)::float8 FROM tap_whoop_set_aside ORDER BY seq"
+        )
+        return [SetAside(Event(*row[:6]), row[6], row[7], row[8]) for row in rows]
+
+    def release(self, seq: int, *, retry: bool) -> Event | None:
+        """Take an event off the set-aside list: appended again (`retry`) or dropped."""
+
+        def release(connection: Connection) -> Event | None:
+            connection.execute(_EVENTS_LOCK)
+            row = connection.execute(
+                "DELETE FROM tap_whoop_set_aside WHERE seq = %s "
+                "RETURNING user_id, type, record_id, trace_id",
+                (seq,),
+            ).fetchone()
+            if row is None:
+                return None
+            event = Event(row[0], row[1], row[2], f"{row[3]}#retry-{uuid.uuid4().hex[:8]}")
+            if not retry:
+                return event
+            appended = connection.execute(
+                "INSERT INTO tap_whoop_events (user_id, type, record_id, trace_id, received_at) "
+                "VALUES (%s, %s, %s, %s, clock_timestamp()) RETURNING seq",
+                (event.user_id, event.type, event.record_id, event.trace_id),
+            ).fetchone()
+            return dataclasses.replace(event, seq=int(t.cast("tuple[int]", appended)[0]))
+
+        return self._write(release)
 
     def last_received_at(self) -> float | None:
         """When the newest event arrived (epoch seconds), if any ever did."""
@@ -722,6 +818,24 @@ class PostgresInbox:
             (user_id, sleep_id, sleep_id),
         )
         return int(rows[0][0]) if rows else None
+
+    def sleep_of_recovery(self, user_id: int, cycle_id: int) -> str | None:
+        """The sleep the cycle's recovery was scored from, as the tap last emitted it."""
+        rows = self._read(
+            "SELECT sleep_id FROM tap_whoop_ledger WHERE user_id = %s AND stream = 'recovery' "
+            "AND record_id = %s",
+            (user_id, str(cycle_id)),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+_EVENTS = (
+    "SELECT user_id, type, record_id, trace_id, extract(epoch FROM received_at)::float8, seq "
+    "FROM tap_whoop_events "
+)
+_EVENTS_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.tap_whoop_events', 0))"
+)
 
 
 _TAKE_SLOT = """

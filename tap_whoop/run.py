@@ -13,8 +13,10 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from tap_whoop.auth import (
+    IDENTITY_UNVERIFIED,
     MemberAuth,
     TokenStorage,
     TokenStore,
@@ -37,6 +39,7 @@ from tap_whoop.settings import (
     DEFAULT_OAUTH_URL,
     DEFAULT_PROFILE_INTERVAL_HOURS,
     DEFAULT_RECONCILE_INTERVAL_HOURS,
+    DEFAULT_WEBHOOK_RETENTION_DAYS,
     configured_members,
     member_shard,
     shard_of,
@@ -44,7 +47,6 @@ from tap_whoop.settings import (
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
-    from pathlib import Path
 
     from tap_whoop.pgstore import Database
 
@@ -54,9 +56,20 @@ logger = logging.getLogger("tap-whoop")
 #: (`TapWhoop.sync_members`); "all" reads both at once, as the SDK's own `sync_all` does.
 Phase = t.Literal["all", "incremental", "backfill"]
 
+DELETIONS_KEY = "whoop_deletions"
+"""The state's note of the deletions a run emitted: user id -> stream -> record ids."""
 INBOX_FILE = "inbox.sqlite"
+"""The inbox beside the default token store file (`tokens.json`)."""
 RECEIVER_TIMEOUT_SECONDS = 0.5
 """How long the receiver's inbox write may wait (a lock, a slow disk or server) before a 503."""
+
+
+def inbox_file_name(token_store: Path) -> str:
+    """`inbox.sqlite` beside `tokens.json`; `<name>.inbox.sqlite` beside any other store file.
+
+    Two configs whose token stores share a folder keep their events apart.
+    """
+    return INBOX_FILE if token_store.name == "tokens.json" else f"{token_store.name}.inbox.sqlite"
 
 
 @dataclass
@@ -105,17 +118,53 @@ class Members:
         self._by_user_id[user_id] = member
         if self._store is not None:
             entry = self._store.read()["members"].get(key)
-            if entry is not None and entry.get("user_id") != user_id:
-                self._store.update_member(key, user_id=user_id)
+            if entry is not None and (
+                entry.get("user_id") != user_id or entry.get(IDENTITY_UNVERIFIED)
+            ):
+                self._store.update_member(key, user_id=user_id, **{IDENTITY_UNVERIFIED: False})
+
+    def identity_problem(self, key: str, user_id: int) -> str | None:
+        """Why a profile of `user_id` cannot be member `key`'s: its token is another user's.
+
+        Checked whenever the token's lineage changed since the store learnt the member's user
+        id, before anything of the member is read or reconciled.
+        """
+        entry = self._store.read()["members"].get(key, {}) if self._store is not None else {}
+        stored = entry.get("user_id")
+        if not isinstance(stored, int) or stored == user_id:
+            return None
+        if not self.by_key[key].auth.identity_unverified(entry):
+            return None
+        return (
+            f"member {key!r}: its refresh token is WHOOP user {user_id}'s, but the token store has "
+            f"member {key!r} as user {stored}; nothing of it was synced or marked deleted. Give "
+            f"user {stored}'s refresh token back, sync user {user_id} under another key, or "
+            f"authorize again with `{FIX}`"
+        )
 
     def known_user_ids(self) -> dict[str, int]:
-        """Member key -> WHOOP user id, for members whose profile this or an earlier run read."""
+        """Member key -> WHOOP user id, for members whose profile this or an earlier run read.
+
+        A member whose token's lineage changed since is left out until its profile is read:
+        the token may be another user's.
+        """
+        return {key: user_id for key, (user_id, sure) in self._user_ids().items() if sure}
+
+    def unverified_user_ids(self) -> dict[int, str]:
+        """Stored user id -> key, for members whose token's lineage changed since."""
+        return {user_id: key for key, (user_id, sure) in self._user_ids().items() if not sure}
+
+    def _user_ids(self) -> dict[str, tuple[int, bool]]:
         stored = self._store.read()["members"] if self._store is not None else {}
         found = {}
         for member in self:
-            user_id = member.user_id or stored.get(member.key, {}).get("user_id")
+            if member.user_id is not None:
+                found[member.key] = (member.user_id, True)
+                continue
+            entry = stored.get(member.key, {})
+            user_id = entry.get("user_id")
             if isinstance(user_id, int) and not isinstance(user_id, bool):
-                found[member.key] = user_id
+                found[member.key] = (user_id, not member.auth.identity_unverified(entry))
         return found
 
     def for_context(self, context: Mapping[str, t.Any] | None) -> Member:
@@ -178,6 +227,24 @@ class Run:
     details_cost: int = 2
     #: Requests the run had sent when its history pass began (None before it).
     history_from: int | None = None
+    #: Members whose collections this run reads whatever the webhooks say (events missed).
+    must_reconcile: set[str] = field(default_factory=set)
+    #: The tap's notes beside the bookmarks in its state, which the run's deletions go into.
+    notes: dict[str, t.Any] = field(default_factory=dict)
+
+    def note_deleted(self, user_id: int, stream: str, record_ids: t.Iterable[str]) -> None:
+        """Note deletions emitted in the state (`DELETIONS_KEY`).
+
+        The ledger forgets them once a later run's incoming state shows a target committed them.
+        """
+        deletions = self.notes.setdefault(DELETIONS_KEY, {})
+        noted = deletions.setdefault(str(user_id), {}).setdefault(stream, [])
+        noted.extend(record_id for record_id in record_ids if record_id not in noted)
+
+    def deleted_in_this_run(self, user_id: int, stream: str, record_id: str) -> bool:
+        """Whether this run already emitted the record's deletion."""
+        deletions = self.notes.get(DELETIONS_KEY, {})
+        return record_id in deletions.get(str(user_id), {}).get(stream, ())
 
     @cached_property
     def database(self) -> Database | None:
@@ -202,8 +269,8 @@ class Run:
 
     @property
     def file_inbox_path(self) -> Path:
-        """The webhook inbox file beside the token store file."""
-        return self.file_token_store.target.parent / INBOX_FILE
+        """The token store file's own webhook inbox, beside it: one inbox per token store."""
+        return self.file_token_store.target.parent / inbox_file_name(self.file_token_store.target)
 
     @cached_property
     def token_store(self) -> TokenStorage:
@@ -300,7 +367,7 @@ class Run:
             from tap_whoop.pgstore import PostgresInbox
 
             return PostgresInbox(self.database)
-        return SqliteInbox(self.file_token_store.beside(INBOX_FILE))
+        return SqliteInbox(self.file_token_store.beside(self.file_inbox_path.name))
 
     @cached_property
     def receiver_inbox(self) -> Inbox:
@@ -313,7 +380,8 @@ class Run:
 
             return PostgresInbox(Database(self.database.url, timeout=RECEIVER_TIMEOUT_SECONDS))
         return SqliteInbox(
-            self.file_token_store.beside(INBOX_FILE), busy_timeout=RECEIVER_TIMEOUT_SECONDS
+            self.file_token_store.beside(self.file_inbox_path.name),
+            busy_timeout=RECEIVER_TIMEOUT_SECONDS,
         )
 
     @property
@@ -335,6 +403,12 @@ class Run:
             if history_left < left:
                 left, limit = history_left, "history"
         return limit if left < requests else None
+
+    @property
+    def webhook_retention(self) -> float:
+        """Seconds an event stays in the log (`webhook_retention_days`)."""
+        days = self.config.get("webhook_retention_days")
+        return float(DEFAULT_WEBHOOK_RETENTION_DAYS if days is None else days) * 86_400
 
     @property
     def reconcile_interval(self) -> float:

@@ -32,6 +32,7 @@ DEFAULT_MEMBER = "default"
 DEFAULT_LOOKBACK_DAYS = 3
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
 DEFAULT_RECONCILE_INTERVAL_HOURS = 24
+DEFAULT_WEBHOOK_RETENTION_DAYS = 7
 DEFAULT_PROFILE_INTERVAL_HOURS = 24
 DEFAULT_WEBHOOK_HOST = "127.0.0.1"
 DEFAULT_WEBHOOK_PORT = 8787
@@ -274,6 +275,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
             ),
         ),
         th.Property(
+            "webhook_retention_days",
+            th.NumberType(minimum=1, maximum=365),
+            default=DEFAULT_WEBHOOK_RETENTION_DAYS,
+            title="Webhook retention (days)",
+            description=(
+                "How long `tap-whoop webhooks` deliveries are kept for the pipelines that read "
+                "them. A pipeline whose state is older than that reads its members in full on "
+                "its next run instead."
+            ),
+        ),
+        th.Property(
             "webhook_host",
             th.StringType,
             default=DEFAULT_WEBHOOK_HOST,
@@ -300,6 +312,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     "max_request_attempts",
     "per_cycle_streams",
     "reconcile_interval_hours",
+    "webhook_retention_days",
     "webhook_host",
     "webhook_port",
 )

@@ -12,6 +12,7 @@ import typing as t
 
 from tap_whoop import clock, schemas
 from tap_whoop.client import CollectionStream, WhoopStream, now_iso
+from tap_whoop.errors import MemberError
 from tap_whoop.inbox import LedgerRow
 from tap_whoop.settings import parse_time
 
@@ -75,7 +76,11 @@ class ProfileStream(WhoopStream):
             self._unread.add(user_id)
             yield {"user_id": user_id}
             return
-        yield from super().get_records(context)
+        for record in super().get_records(context):
+            if problem := self.run.members.identity_problem(member.key, record["user_id"]):
+                self.run.members.fail(member, self.name, MemberError(problem))
+                return
+            yield record
         if not member.skips(self.name):
             state["read_at"] = now_iso()
         self.run.details_read.add(member.key)

@@ -22,9 +22,9 @@ from singer_sdk.tap_base import CliTestOptionValue
 from tap_whoop import clock
 from tap_whoop.check import check_credentials
 from tap_whoop.client import CollectionStream
-from tap_whoop.drain import drain_inbox
+from tap_whoop.drain import WEBHOOKS_KEY, drain_inbox
 from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
-from tap_whoop.run import Run
+from tap_whoop.run import DELETIONS_KEY, Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
     MAX_JSON_DEPTH,
@@ -128,6 +128,10 @@ class TapWhoop(Tap):
         super().load_state(state)
         if isinstance(until := state.get(DAY_SPENT_KEY), str):
             self._notes[DAY_SPENT_KEY] = until
+        if WEBHOOKS_KEY in state:
+            self._notes[WEBHOOKS_KEY] = copy.deepcopy(state[WEBHOOKS_KEY])
+        if isinstance(deleted := state.get(DELETIONS_KEY), dict):
+            self._committed_deletions = copy.deepcopy(deleted)
 
     def _check_catalog(self) -> None:
         known = set(self.streams)
@@ -204,8 +208,11 @@ class TapWhoop(Tap):
             if isinstance(stream, CollectionStream)
         }
         writer = self.paced_state_writer
+        self._forget_committed_deletions()
         try:
-            drain_inbox(self.run, collections, lambda: writer.write_now(dict(self.state)))
+            drain_inbox(
+                self.run, collections, self._notes, lambda: writer.write_now(dict(self.state))
+            )
             self._rest_members_between_reconciliations(list(collections.values()))
             self.run.incremental_cost, self.run.details_cost = self._incremental_cost()
             self.run.phase = "incremental"
@@ -225,6 +232,23 @@ class TapWhoop(Tap):
     def _notes(self) -> dict[str, t.Any]:
         """The state beside its bookmarks: what the tap keeps for its next run."""
         return t.cast("dict[str, t.Any]", self.state)
+
+    _committed_deletions: t.Any = None
+
+    def _forget_committed_deletions(self) -> None:
+        """The ledger forgets the deletions a target committed: the incoming state names them.
+
+        This run's own deletions go into its state, for the next run to do the same. Forgotten
+        earlier, a deletion the target lost could never be found again.
+        """
+        committed = self._committed_deletions or {}
+        if committed and self.run.inbox.exists():
+            for user_id, streams in committed.items():
+                for stream, record_ids in (streams if isinstance(streams, dict) else {}).items():
+                    if str(user_id).isdigit() and isinstance(record_ids, list):
+                        self.run.inbox.forget(int(user_id), stream, map(str, record_ids))
+        self._notes.pop(DELETIONS_KEY, None)
+        self.run.notes = self._notes
 
     def _refuse_a_spent_day(self) -> None:
         """Stop before any request when an earlier run found WHOOP's day spent until later.
@@ -325,8 +349,10 @@ class TapWhoop(Tap):
         selected = [stream for stream in collections if stream.selected]
         for member in self.run.members:
             user_id = user_ids.get(member.key)
-            if user_id is not None and all(
-                stream.read_since(user_id, since) for stream in selected
+            if (
+                user_id is not None
+                and member.key not in self.run.must_reconcile
+                and all(stream.read_since(user_id, since) for stream in selected)
             ):
                 self.run.resting.add(member.key)
         if self.run.resting:

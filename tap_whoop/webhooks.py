@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 import typing as t
+import uuid
 from dataclasses import dataclass
 
 from waitress import wasyncore
@@ -340,6 +341,15 @@ def _event(payload: dict[str, t.Any]) -> Event:
             f"event type {kind!r} for user {user_id} is not one the tap reads "
             f"({', '.join(sorted(EVENT_TYPES))})",
         )
+    try:
+        uuid.UUID(record_id)
+    except ValueError:
+        raise Refused(
+            400,
+            "bad event",
+            f"id {_short(record_id)} of a {kind} event for user {user_id} is not a UUID, as "
+            "WHOOP's v2 sleep and workout ids are",
+        ) from None
     return Event(user_id, kind, record_id, trace_id, received_at=time.time())
 
 

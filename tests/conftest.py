@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tap_whoop.client import WhoopStream
+from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.clock import NOW_ENV
 from tap_whoop.tap import TapWhoop
 from whoop_sandbox import Sandbox, SandboxServer
@@ -76,8 +76,9 @@ TEST_REQUEST_TIMEOUT = 2
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries wait milliseconds instead of seconds, so fault tests stay fast."""
+    """Retries, and the second look at a record gone, wait milliseconds: fault tests stay fast."""
     monkeypatch.setattr(WhoopStream, "backoff_base_seconds", 0.01)
+    monkeypatch.setattr(CollectionStream, "second_look_seconds", 0.01)
 
 
 @pytest.fixture

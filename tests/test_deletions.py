@@ -1,7 +1,9 @@
 """Deletions reach every target, and webhook events are passed on by the next run.
 
-Three ways: webhook events drained from the inbox, the reconciliation of each incremental
-window against what the last run saw there, and a full refresh against the ledger.
+Three ways: webhook events read from the inbox's log after the pipeline's position, the
+reconciliation of each incremental window against what the last run saw there, and a full
+refresh against the ledger. Nothing counts as done until a later run's incoming state shows
+that a target committed it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from conftest import COLLECTIONS, PAST, run_tap, tap_config
 from jsonschema import Draft7Validator
 
+from tap_whoop.drain import WEBHOOKS_KEY
 from tap_whoop.inbox import Event, LedgerRow, SqliteInbox
 from tap_whoop.tap import TapWhoop
 
@@ -38,6 +41,12 @@ def _partition(state: dict[str, t.Any], stream: str, user_id: int) -> dict[str, 
         if partition["context"] == {"user_id": user_id}:
             return t.cast("dict[str, t.Any]", partition)
     raise LookupError(stream)
+
+
+def _webhooks(state: dict[str, t.Any] | None) -> dict[str, t.Any]:
+    """The pipeline's position in the inbox's log, as its state carries it."""
+    assert state is not None
+    return t.cast("dict[str, t.Any]", state[WEBHOOKS_KEY])
 
 
 def _user_id(sandbox: Sandbox) -> int:
@@ -109,6 +118,12 @@ def test_a_full_refresh_marks_deleted_what_the_ledger_holds_and_whoop_no_longer_
 
     assert again.error is None
     assert [record["id"] for record in _deleted(again.records("sleep"))] == [vanished]
+    # kept until a later run's incoming state shows a target committed the deletion
+    assert vanished in _inbox(config).known(_user_id(sandbox), "sleep")
+    target_failed = run_tap(config)  # rerun from the last committed state: none
+    assert [record["id"] for record in _deleted(target_failed.records("sleep"))] == [vanished]
+    committed = run_tap(config, state=again.state)
+    assert committed.error is None
     assert vanished not in _inbox(config).known(_user_id(sandbox), "sleep")
 
 
@@ -133,7 +148,8 @@ def test_webhook_events_are_passed_on_by_the_next_run_without_moving_bookmarks(
     assert sleep["id"] in {r["id"] for r in second.records("sleep") if not r["_sdc_deleted_at"]}
     assert [r["id"] for r in _deleted(second.records("workout"))] == [workout["id"]]
     assert [r["cycle_id"] for r in _deleted(second.records("recovery"))] == [sleep["cycle_id"]]
-    assert inbox.pending([user_id]) == []
+    assert _webhooks(second.state)["owed"] == []
+    assert _webhooks(second.state)["position"] == max(e.seq for e in inbox.after(0))
     for stream in ("sleep", "workout", "recovery"):
         assert second.bookmark(stream, user_id) == first.bookmark(stream, user_id)
     assert second.state is not None
@@ -141,7 +157,7 @@ def test_webhook_events_are_passed_on_by_the_next_run_without_moving_bookmarks(
     assert workout["id"] not in {record_id for record_id, _ in window}  # not confirmed twice
 
 
-def test_a_run_that_dies_while_passing_events_on_leaves_them_for_the_next(
+def test_an_event_whose_record_keeps_failing_stays_owed_and_the_run_goes_on(
     start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     sandbox = start_sandbox(now=PAST)
@@ -149,19 +165,22 @@ def test_a_run_that_dies_while_passing_events_on_leaves_them_for_the_next(
     first = run_tap(config)
     assert first.error is None
     user_id = _user_id(sandbox)
-    workout = first.records("workout")[0]
+    workout, sleep = first.records("workout")[0], first.records("sleep")[0]
     inbox = _inbox(config)
     inbox.add(Event(user_id, "workout.updated", workout["id"], "t1"))
+    inbox.add(Event(user_id, "sleep.updated", sleep["id"], "t2"))
     sandbox.inject_fault(f"/v2/activity/workout/{workout['id']}", "500", times=2)
 
     failed = run_tap(config, state=first.state)
 
-    assert failed.error is not None
-    assert [event.record_id for event in inbox.pending([user_id])] == [workout["id"]]
-    again = run_tap(config, state=first.state)
+    assert failed.error is None
+    assert sleep["id"] in {r["id"] for r in failed.records("sleep")}
+    owed = _webhooks(failed.state)["owed"]
+    assert [(seq, tries) for seq, tries, _ in owed] == [(inbox.after(0)[0].seq, 1)]
+    again = run_tap(config, state=failed.state)
     assert again.error is None
     assert workout["id"] in {r["id"] for r in again.records("workout")}
-    assert inbox.pending([user_id]) == []
+    assert _webhooks(again.state)["owed"] == []
 
 
 def test_while_webhooks_arrive_a_member_read_within_the_interval_rests(
@@ -232,9 +251,9 @@ def test_deletions_whoop_never_announced_are_found_in_the_window_and_by_a_full_r
     assert incremental.error is None
     assert [r["id"] for r in _deleted(incremental.records("workout"))] == [recent["id"]]
 
-    full = run_tap(config)
+    full = run_tap(config)  # no state: the incremental run's deletion is not known committed
     assert full.error is None
-    assert [r["id"] for r in _deleted(full.records("workout"))] == [old["id"]]
+    assert {r["id"] for r in _deleted(full.records("workout"))} == {old["id"], recent["id"]}
     live = {r["id"] for r in full.records("workout") if not r["_sdc_deleted_at"]}
     assert live == {w["id"] for w in sandbox.records("alice", "workout")}
 

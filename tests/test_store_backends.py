@@ -563,24 +563,71 @@ def inbox(backend: Backend, sandbox: Sandbox, config: dict[str, t.Any]) -> t.Any
     return Run(config).inbox
 
 
-def test_an_event_is_stored_once_per_trace_and_once_per_record_while_pending(inbox: t.Any) -> None:
+def test_the_inbox_is_a_log_appended_once_per_trace_and_read_after_a_position(
+    inbox: t.Any,
+) -> None:
     assert inbox.add(Event(1, "sleep.updated", "s1", "t1", received_at=1000.0))
     assert not inbox.add(Event(1, "sleep.updated", "s1", "t1", received_at=1001.0))
-    assert not inbox.add(Event(1, "sleep.updated", "s1", "t2", received_at=1002.0))
+    assert inbox.add(Event(1, "sleep.updated", "s1", "t2", received_at=1002.0))
     assert inbox.add(Event(1, "sleep.deleted", "s1", "t3", received_at=1003.0))
     assert inbox.add(Event(2, "workout.updated", "w1", "t4", received_at=1004.0))
-    pending = inbox.pending([1])
-    assert [(e.type, e.trace_id, e.received_at) for e in pending] == [
-        ("sleep.updated", "t1", 1000.0),
-        ("sleep.deleted", "t3", 1003.0),
+    log = inbox.after(0)
+    assert [(e.user_id, e.type, e.trace_id, e.received_at) for e in log] == [
+        (1, "sleep.updated", "t1", 1000.0),
+        (1, "sleep.updated", "t2", 1002.0),
+        (1, "sleep.deleted", "t3", 1003.0),
+        (2, "workout.updated", "t4", 1004.0),
     ]
+    assert [e.seq for e in log] == sorted(e.seq for e in log)
+    assert [e.trace_id for e in inbox.after(log[1].seq)] == ["t3", "t4"]
+    assert [e.trace_id for e in inbox.by_seqs([log[3].seq, log[0].seq, 10**9])] == ["t1", "t4"]
     assert inbox.last_received_at() == 1004.0
-    inbox.mark_done(event.seq for event in pending)
-    assert inbox.pending([1]) == []
-    assert [e.trace_id for e in inbox.pending([1, 2])] == ["t4"]
-    assert not inbox.add(Event(1, "sleep.updated", "s1", "t1"))  # a late retry of a drained trace
-    assert inbox.add(Event(1, "sleep.updated", "s1", "t5"))  # the record changed again
+    assert not inbox.add(Event(1, "sleep.updated", "s1", "t1"))  # a late retry of a trace
     assert inbox.exists()
+    assert inbox.identity() == inbox.identity() != ""
+
+
+def test_events_older_than_the_retention_are_pruned_and_the_horizon_says_so(
+    inbox: t.Any,
+) -> None:
+    now = time.time()
+    inbox.add(Event(1, "sleep.updated", "s1", "old-1", received_at=now - 10 * 86_400))
+    inbox.add(Event(1, "sleep.updated", "s2", "old-2", received_at=now - 8 * 86_400))
+    inbox.add(Event(1, "sleep.updated", "s3", "new", received_at=now - 3600))
+    old = inbox.after(0)[1].seq
+    assert inbox.horizon() == 0
+
+    inbox.prune(7 * 86_400)
+
+    assert [e.trace_id for e in inbox.after(0)] == ["new"]
+    assert inbox.horizon() == old
+    inbox.prune(7 * 86_400)
+    assert inbox.horizon() == old
+
+
+def test_an_event_set_aside_is_listed_then_retried_as_a_new_delivery_or_dropped(
+    inbox: t.Any,
+) -> None:
+    inbox.add(Event(1, "sleep.updated", "s1", "t1", received_at=1000.0))
+    inbox.add(Event(1, "workout.updated", "w1", "t2", received_at=1001.0))
+    first, second = inbox.after(0)
+    inbox.set_aside(first, "WHOOP answered 400", 5)
+    inbox.set_aside(second, "WHOOP answered 500", 5)
+
+    listed = inbox.set_aside_events()
+    assert [(e.event.seq, e.event.record_id, e.reason, e.tries) for e in listed] == [
+        (first.seq, "s1", "WHOOP answered 400", 5),
+        (second.seq, "w1", "WHOOP answered 500", 5),
+    ]
+    retried = inbox.release(first.seq, retry=True)
+    assert retried is not None
+    assert retried.seq > second.seq
+    assert [(e.seq, e.record_id) for e in inbox.after(second.seq)] == [(retried.seq, "s1")]
+    dropped = inbox.release(second.seq, retry=False)
+    assert dropped is not None
+    assert dropped.record_id == "w1"
+    assert inbox.set_aside_events() == []
+    assert inbox.release(second.seq, retry=True) is None
 
 
 def test_the_ledger_remembers_forgets_and_finds_a_sleeps_cycle(inbox: t.Any) -> None:
@@ -593,6 +640,8 @@ def test_the_ledger_remembers_forgets_and_finds_a_sleeps_cycle(inbox: t.Any) -> 
     assert inbox.cycle_of_sleep(7, "s1") == 100
     assert inbox.cycle_of_sleep(7, "s2") == 101
     assert inbox.cycle_of_sleep(8, "s9") is None
+    assert inbox.sleep_of_recovery(7, 100) == "s2"
+    assert inbox.sleep_of_recovery(7, 101) is None
     inbox.forget(7, "sleep", ["s1"])
     assert inbox.known(7, "sleep") == {}
     assert inbox.known(8, "sleep") == {"s9": None}
@@ -617,8 +666,14 @@ def test_webhook_events_are_passed_on_by_the_next_run(
     assert sleep["id"] in {r["id"] for r in second.records("sleep")}
     deleted = [r["id"] for r in second.records("workout") if r["_sdc_deleted_at"]]
     assert deleted == [workout["id"]]
-    assert inbox.pending([user_id]) == []
+    assert workout["id"] in inbox.known(user_id, "workout")  # until a target committed it
+    sandbox.reset_stats()
+    third = run_tap(config, state=second.state)
+    assert third.error is None, third.error
     assert workout["id"] not in inbox.known(user_id, "workout")
+    fetched = " ".join(sandbox.stats()["by_path"])
+    assert sleep["id"] not in fetched  # the events were passed on: not again
+    assert workout["id"] not in [r["id"] for r in third.records("workout")]
 
 
 # 9. Consent and revocation

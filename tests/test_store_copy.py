@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tap_whoop.drain import WEBHOOKS_KEY
 from tap_whoop.errors import TokenStoreError
 from tap_whoop.inbox import Event, SqliteInbox
 from tap_whoop.run import Run
@@ -60,7 +61,8 @@ def files_config(two_members: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
     assert result.error is None, result.error
     inbox = SqliteInbox(store_path(config).parent / "inbox.sqlite")
     alice = sandbox.members[0].user_id
-    inbox.add(Event(alice, "sleep.updated", result.records("sleep")[0]["id"], "trace-1"))
+    sleep = next(r for r in result.records("sleep") if r["user_id"] == alice)
+    inbox.add(Event(alice, "sleep.updated", sleep["id"], "trace-1"))
     inbox.close()
     return config
 
@@ -95,7 +97,7 @@ def test_copy_moves_every_members_tokens_the_inbox_and_the_ledger_spending_no_to
     assert pg.members(files_config) == before
     moved = {**files_config, "store_url": store_url}
     inbox = Run(moved).inbox
-    assert [e.trace_id for e in inbox.pending([alice])] == ["trace-1"]
+    assert [e.trace_id for e in inbox.after(0)] == ["trace-1"]
     assert inbox.known(alice, "sleep") == ledger
     output = result.stdout + result.stderr
     assert not [entry for entry in before.values() if entry["refresh_token"] in output]
@@ -106,7 +108,9 @@ def test_copy_moves_every_members_tokens_the_inbox_and_the_ledger_spending_no_to
     assert synced.error is None, synced.error
     stats = sandbox.stats()
     assert (stats["refreshes"], stats["invalid_grant"]) == (2, 0)
-    assert inbox.pending([alice]) == []
+    assert synced.state is not None
+    passed_on = synced.state[WEBHOOKS_KEY]  # the copied event, read from the database's log
+    assert (passed_on["position"], passed_on["owed"]) == (inbox.after(0)[-1].seq, [])
 
 
 def test_after_the_copy_the_files_refuse_every_use_and_nothing_is_spent(
