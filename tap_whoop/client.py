@@ -438,7 +438,10 @@ class CollectionStream(WhoopStream):
         if not self._takes_part(member.key, context):
             return
         start = self.window_start(context)
-        expected = {} if self._continuing else self.expected_ids(state, start, member.user_id)
+        held_end = state.get("backfill_end") if self._continuing else None
+        expected = self.expected_ids(
+            state, start, member.user_id, until=parse_time(held_end) if held_end else None
+        )
         state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
         if not self._said_unsorted:
             self._said_unsorted = True
@@ -480,16 +483,16 @@ class CollectionStream(WhoopStream):
         stopped = self._paginator.stopped_by if self._paginator is not None else None
         reached = parse_time(last_key) if stopped and last_key else None
         self._keep_remainder(member.key, state, start, reached, stopped)
-        if self._continuing:
-            markers = state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
-            markers.update(replication_key=self.replication_key, replication_key_value=bookmark)
-            return
         gone = [
             record_id
             for record_id, key in expected.items()
             if record_id not in found and (reached is None or (key and parse_time(key) >= reached))
         ]
         unsettled = self.reconcile(member.key, member.user_id, gone) if gone else []
+        if self._continuing:  # the window's ids are the incremental pass's
+            markers = state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
+            markers.update(replication_key=self.replication_key, replication_key_value=bookmark)
+            return
         kept = self.ids_to_keep(state, recent)
         kept += [[record_id, str(expected[record_id])] for record_id in unsettled]
         if reached is not None:  # the unread part of the window is still to be reconciled
@@ -596,23 +599,35 @@ class CollectionStream(WhoopStream):
             return False
 
     def expected_ids(
-        self, state: dict[str, t.Any], start: datetime.datetime | None, user_id: int | None
+        self,
+        state: dict[str, t.Any],
+        start: datetime.datetime | None,
+        user_id: int | None,
+        until: datetime.datetime | None = None,
     ) -> dict[str, str | None]:
         """Records this window must return again unless WHOOP deleted them, with their keys.
 
         After an incremental run, those the last run kept in the state (`window_ids`) that fall
         inside this window; on a first or full sync, every record the ledger holds for the
-        member from `start_date` on. WHOOP filters recoveries on their sleep's start, which
-        trails the bookmark by up to `filter_lag`: twice that is left unchecked.
+        member from `start_date` on; for the rest of a history a budget stopped, those the
+        ledger holds before `until` (where the walk stopped), so a full refresh split over
+        several runs compares every part. WHOOP filters recoveries on their sleep's start,
+        which trails the bookmark by up to `filter_lag`: twice that is left unchecked.
         """
         if user_id is None:
             return {}
-        if state.get("replication_key_value"):
+        if state.get("replication_key_value") and until is None:
             candidates: dict[str, str | None] = dict(state.get("window_ids") or [])
         else:
             candidates = self.run.inbox.known(user_id, self.name)
+            if not candidates:
+                self.run.warn_ledger_missing(
+                    self.run.members.for_context({"user_id": user_id}).key, user_id
+                )
         lowest = start + 2 * self.filter_lag if start is not None else None
         end = parse_time(self.config["end_date"]) if self.config.get("end_date") else None
+        if until is not None:
+            end = until if end is None else min(end, until)
         expected: dict[str, str | None] = {}
         for record_id, key in candidates.items():
             try:

@@ -56,6 +56,8 @@ logger = logging.getLogger("tap-whoop")
 #: (`TapWhoop.sync_members`); "all" reads both at once, as the SDK's own `sync_all` does.
 Phase = t.Literal["all", "incremental", "backfill"]
 
+LEDGER_STREAMS = ("cycles", "recovery", "sleep", "workout")
+"""The collections whose emitted keys the ledger keeps."""
 DELETIONS_KEY = "whoop_deletions"
 """The state's note of the deletions a run emitted: user id -> stream -> record ids."""
 INBOX_FILE = "inbox.sqlite"
@@ -231,6 +233,7 @@ class Run:
     must_reconcile: set[str] = field(default_factory=set)
     #: The tap's notes beside the bookmarks in its state, which the run's deletions go into.
     notes: dict[str, t.Any] = field(default_factory=dict)
+    _ledger_warned: set[str] = field(default_factory=set)
 
     def note_deleted(self, user_id: int, stream: str, record_ids: t.Iterable[str]) -> None:
         """Note deletions emitted in the state (`DELETIONS_KEY`).
@@ -302,6 +305,31 @@ class Run:
             [Member(key, self.member_auth(key)) for key, _ in self.synced_members],
             lambda: self.invocation,
             self.token_store,
+        )
+
+    @cached_property
+    def synced_before(self) -> frozenset[str]:
+        """Members whose WHOOP user id the store held when the run began: synced before.
+
+        Read at the run's start (`TapWhoop.sync_members`), before any profile is.
+        """
+        return frozenset(self.members.known_user_ids())
+
+    def warn_ledger_missing(self, key: str, user_id: int) -> None:
+        """A full read of a member synced before finds no ledger: say what that costs, once."""
+        if key in self._ledger_warned or key not in self.synced_before:
+            return
+        self._ledger_warned.add(key)
+        if any(self.inbox.known(user_id, stream) for stream in LEDGER_STREAMS):
+            return
+        where = self.database.where if self.database is not None else self.file_inbox_path
+        logger.warning(
+            "member %r: the ledger of emitted records (%s) has nothing of this member, who was "
+            "synced before: it is missing or was reset, so this full read cannot find records "
+            "WHOOP deleted outside the incremental window. It is rebuilt as this run emits "
+            "records; run a full refresh again (`meltano run --full-refresh …`) to compare",
+            key,
+            where,
         )
 
     @cached_property

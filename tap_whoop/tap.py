@@ -200,6 +200,7 @@ class TapWhoop(Tap):
         their data and state are delivered first.
         """
         self.run.check_members_have_tokens()
+        _ = self.run.synced_before  # before any profile is read
         self._refuse_a_spent_day()
         self._skip_per_cycle_streams()
         collections = {

@@ -22,7 +22,6 @@ from pathlib import Path
 from conftest import PAST, members_config, run_tap, tap_config
 
 from tap_whoop.drain import MAX_EVENT_TRIES, WEBHOOKS_KEY
-from tap_whoop.http import MemberClient
 from tap_whoop.inbox import Event, LedgerRow
 from tap_whoop.run import Run
 
@@ -118,7 +117,7 @@ def test_a_full_refreshs_deletion_is_found_again_when_its_target_failed(
 
 
 def test_a_notice_arriving_while_its_record_is_fetched_is_passed_on_by_the_next_run(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     sandbox = start_sandbox(now=PAST)
     config = tap_config(sandbox, tmp_path)
@@ -126,17 +125,12 @@ def test_a_notice_arriving_while_its_record_is_fetched_is_passed_on_by_the_next_
     workout = first.records("workout")[0]
     sandbox.edit_record("alice", "workout", workout["id"], {"sport_name": "rowing"})
     publish(sandbox, config)
-    find = MemberClient.find
-    edits = iter([{"sport_name": "cycling"}])
 
-    def edited_meanwhile(client: MemberClient, path: str, scope: str) -> t.Any:
-        record = find(client, path, scope)
-        if workout["id"] in path and (change := next(edits, None)):
-            sandbox.edit_record("alice", "workout", workout["id"], change)
-            publish(sandbox, config)  # WHOOP's notice of it, while this run drains
-        return record
+    def edited_again() -> None:  # once the first version is on its way to the tap
+        sandbox.edit_record("alice", "workout", workout["id"], {"sport_name": "cycling"})
+        publish(sandbox, config)
 
-    monkeypatch.setattr(MemberClient, "find", edited_meanwhile)
+    sandbox.after_answering(f"/v2/activity/workout/{workout['id']}", edited_again)
     second = run_tap(config, state=first.state)
     assert live(second, "workout")[workout["id"]]["sport_name"] == "rowing"
     third = run_tap(config, state=second.state)
@@ -384,3 +378,59 @@ def test_another_users_refresh_token_pasted_into_the_config_is_refused_with_noth
     assert again.error is not None
     assert f"WHOOP user {bob.user_id}'s" in str(again.error)
     assert deleted(again, "workout") == []
+
+
+def test_a_full_refresh_split_over_runs_by_the_budget_compares_every_part_with_the_ledger(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST, history_days=200)  # 8 pages of workouts
+    config = tap_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    oldest = first.records("workout")[-1]
+    sandbox.delete_record("alice", "workout", oldest["id"])
+    capped = {**config, "max_requests_per_run": 7}
+
+    runs = [run_tap(capped)]  # a full refresh: no state
+    while _history_left(runs[-1]):
+        assert runs[-1].error is None, runs[-1].error
+        assert len(runs) < 20
+        runs.append(run_tap(capped, state=runs[-1].state))
+
+    workout_walks = [run for run in runs if run.records("workout")]
+    assert len(workout_walks) > 1, "the budget split the workouts' history"
+    assert [key for run in runs for key in deleted(run, "workout")] == [oldest["id"]]
+    found = {key for run in runs for key in live(run, "workout")}
+    assert found == {w["id"] for w in sandbox.records("alice", "workout")}
+
+
+def _history_left(result: SyncResult) -> bool:
+    """Whether a collection has no bookmark yet, or history a budget stopped."""
+    assert result.state is not None
+    bookmarks = result.state["bookmarks"]
+    return any(
+        not partition.get("replication_key_value") or partition.get("backfill_end")
+        for stream in ("cycles", "recovery", "sleep", "workout")
+        for partition in bookmarks.get(stream, {}).get("partitions", [{}])
+    )
+
+
+def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_rebuild(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    synced(sandbox, config)
+    inbox = Run(config).file_inbox_path
+    for file in inbox.parent.glob(inbox.name + "*"):
+        file.unlink()
+
+    full = run_tap(config)
+
+    assert full.error is None
+    [warning] = [r.getMessage() for r in caplog.records if "ledger" in r.getMessage()]
+    assert "missing or was reset" in warning
+    assert "cannot find records WHOOP deleted outside the incremental window" in warning
+    assert "run a full refresh again" in warning
+    caplog.clear()
+    assert run_tap(config).error is None  # rebuilt: the next full refresh compares, silently
+    assert not [r for r in caplog.records if "ledger" in r.getMessage()]

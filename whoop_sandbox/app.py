@@ -346,6 +346,7 @@ class Sandbox:
         self._codes: dict[str, _AuthCode] = {}
         self._spent_seeds: set[str] = set()
         self._faults: list[_Fault] = []
+        self._after_answering: list[tuple[str, Callable[[], Any]]] = []
         self._count_by_member = count_by_member
         self._stats = self._new_stats()
         timing: dict[str, Callable[[], float]] = {}
@@ -804,6 +805,23 @@ class Sandbox:
         with self._lock:
             self._faults.append(_Fault(path, kind, times))
 
+    def after_answering(self, path: str, action: Callable[[], Any]) -> None:
+        """Run `action` once, right after the next API answer to `path` (a /v2 path) is made.
+
+        A change, and WHOOP's notice of it, arriving while a client is passing the answer on
+        (`edit_record` in `action` publishes its webhook as usual).
+        """
+        with self._lock:
+            self._after_answering.append((path, action))
+
+    def answered(self, path: str) -> None:
+        """Run the actions `after_answering` set for `path`, once each."""
+        with self._lock:
+            due = [action for where, action in self._after_answering if where == path]
+            self._after_answering = [p for p in self._after_answering if p[0] != path]
+        for action in due:
+            action()
+
     def clear_faults(self) -> None:
         """Drop every fault not yet served."""
         with self._lock:
@@ -1069,6 +1087,7 @@ def _finish(response: Response) -> Response:
         for name, value in g.get("rate_headers", {}).items():
             response.headers.setdefault(name, value)
         _sandbox().note_api_status(response.status_code)
+        _sandbox().answered(g.api_path)
     if g.get("trickle"):
         body = response.get_data()
         response.response = _trickled(body, _sandbox().trickle_interval)
