@@ -19,7 +19,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_whoop import clock
+from tap_whoop import USER_AGENT, clock
 from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import BadDataError, MemberError, TapWhoopError
 from tap_whoop.http import (
@@ -184,6 +184,11 @@ class WhoopStream(RESTStream[str | None]):
     def timeout(self) -> float:  # type: ignore[override]
         """Seconds one attempt may take in all, from connecting to the last byte of the body."""
         return float(self.config.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT)
+
+    @property
+    def user_agent(self) -> str:
+        """The tap's name, version and home (the SDK's default names the SDK)."""
+        return USER_AGENT
 
     @property
     def requests_session(self) -> requests.Session:

@@ -19,6 +19,8 @@ import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
 
+from tap_whoop import USER_AGENT
+
 #: The deadline of the attempt under way in this thread (or context), for its connections.
 _current: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
     "tap_whoop_deadline", default=None
@@ -144,7 +146,11 @@ class DeadlineAdapter(requests.adapters.HTTPAdapter):
 
 
 def with_deadlines(session: requests.Session) -> requests.Session:
-    """`session`, its every attempt bounded by its `timeout` in all (see `DeadlineAdapter`)."""
+    """`session`, its every attempt bounded by its `timeout` in all (see `DeadlineAdapter`).
+
+    Its requests name the tap (`USER_AGENT`), never Python's default agent.
+    """
+    session.headers["User-Agent"] = USER_AGENT
     if not isinstance(session.get_adapter("https://"), DeadlineAdapter):
         adapter = DeadlineAdapter()
         session.mount("http://", adapter)

@@ -104,6 +104,8 @@ every `Sandbox.trickle_interval` seconds.
 one record of the page (its third, or its last on shorter pages): its primary key (`id`,
 `cycle_id` on recoveries) null, its `start` (`created_at` on recoveries) null or not a date-time.
 """
+DEFAULT_AGENTS = ("python-requests/", "Python-urllib/", "singer-sdk/", "python-httpx/")
+"""User-Agents that name a library, not a client: WHOOP's CDN may refuse them."""
 API_PREFIX = "/developer"
 OAUTH_PREFIX = "/oauth/oauth2"
 ADMIN_PREFIX = "/_sandbox"
@@ -241,6 +243,7 @@ class _Stats:
     token_requests: int = 0
     refreshes: int = 0
     invalid_grant: int = 0
+    default_agents: int = 0
     by_member: dict[str, Counter[str]] | None = None
     """Member key -> API path -> authenticated requests; kept only with `count_by_member`."""
 
@@ -253,6 +256,7 @@ class _Stats:
             "token_requests": self.token_requests,
             "refreshes": self.refreshes,
             "invalid_grant": self.invalid_grant,
+            "default_agents": self.default_agents,
         }
         if self.by_member is not None:
             snapshot["by_member"] = {key: dict(paths) for key, paths in self.by_member.items()}
@@ -276,6 +280,10 @@ class Sandbox:
 
     trickle_interval: float = 0.5
     """Seconds between the bytes of a "trickle" fault's answer."""
+
+    refuse_default_agents: bool = False
+    """Answer an HTML 403, as WHOOP's CDN may, to requests whose User-Agent is a library's
+    default (`DEFAULT_AGENTS`), and count them (`stats()["default_agents"]`)."""
 
     def __init__(
         self,
@@ -861,6 +869,11 @@ class Sandbox:
             if status == 429:
                 self._stats.rate_limited += 1
 
+    def note_default_agent(self) -> None:
+        """Count a request sent with a library's default User-Agent."""
+        with self._lock:
+            self._stats.default_agents += 1
+
     def note_token_request(self) -> None:
         """Count a request to the token endpoint, faulted or not."""
         with self._lock:
@@ -1058,6 +1071,11 @@ def _gate() -> ResponseReturnValue | None:
     """Rate limit, faults and bearer auth, in WHOOP's order, before any API view runs."""
     sandbox = _sandbox()
     path = request.path
+    agent = request.headers.get("User-Agent", "")
+    if agent.startswith(DEFAULT_AGENTS) and (path == TOKEN_PATH or path.startswith(API_PREFIX)):
+        sandbox.note_default_agent()
+        if sandbox.refuse_default_agents:
+            return Response(_GATEWAY_PAGE.format(status=403), status=403, mimetype="text/html")
     if path.startswith(OAUTH_PREFIX + "/"):
         if path == TOKEN_PATH:
             sandbox.note_token_request()
