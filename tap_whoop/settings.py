@@ -364,6 +364,8 @@ def json_file_problem(option: str, data: t.Any) -> str | None:
         for entry in [bookmark, *partitions]:
             if not isinstance(entry.get("progress_markers", {}), dict):
                 return f"the progress_markers of bookmark {name!r} must be an object"
+            if problem := _fields_problem(name, entry):
+                return problem
     return None
 
 
@@ -656,23 +658,82 @@ def parse_time(value: str) -> datetime.datetime:
     return parsed
 
 
+#: A partition's date-times beside its bookmark, and what to do when one is damaged.
+_STATE_TIMES = {
+    "backfill_start": "clear the state (`meltano state clear …`) to read the history again",
+    "backfill_end": "clear the state (`meltano state clear …`) to read the history again",
+    "polled_at": "remove the field (the member's collections are then read in full)",
+    "read_at": "remove the field (the profile is then read again)",
+}
+
+
 def bookmark_problem(state: t.Mapping[str, t.Any]) -> str | None:
-    """A bookmark that is no date-time WHOOP accepts, named, with how to fix the state."""
-    for name, bookmark in (state.get("bookmarks") or {}).items():
-        for entry in [bookmark, *bookmark.get("partitions", [])]:
-            value = entry.get("replication_key_value")
-            if value is None:
-                continue
-            try:
-                problem = date_problem(parse_time(str(value)))
-            except ValueError:
-                problem = "is not a date-time"
-            if problem:
-                return (
-                    f"the state's bookmark for {name} ({value!r}) {problem}: fix the state, or "
-                    "clear it (`meltano state clear …`) to re-read everything"
-                )
+    """A damaged field of the state's bookmarks, named, with how to fix the state.
+
+    The bookmark must be a date-time WHOOP accepts; the history still to read, when a
+    collection or a profile was last read, and the ids kept for the next window's deletions
+    (`window_ids`) must have their shape, or the run would fail on them half-way.
+    """
+    bookmarks = state.get("bookmarks") or {}
+    if not isinstance(bookmarks, dict):
+        return "the state's bookmarks are not an object: fix the state, or clear it"
+    for name, bookmark in bookmarks.items():
+        partitions = bookmark.get("partitions", []) if isinstance(bookmark, dict) else None
+        if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
+            return f"the state's bookmarks for {name} are damaged: fix the state, or clear it"
+        for entry in [bookmark, *partitions]:
+            if problem := _partition_problem(name, entry):
+                return problem
     return None
+
+
+def _partition_problem(name: str, entry: t.Mapping[str, t.Any]) -> str | None:
+    value = entry.get("replication_key_value")
+    if value is not None:
+        try:
+            problem = date_problem(parse_time(str(value)))
+        except ValueError:
+            problem = "is not a date-time"
+        if problem:
+            return (
+                f"the state's bookmark for {name} ({value!r}) {problem}: fix the state, or "
+                "clear it (`meltano state clear …`) to re-read everything"
+            )
+    return _fields_problem(name, entry)
+
+
+def _fields_problem(name: str, entry: t.Mapping[str, t.Any]) -> str | None:
+    """A damaged date-time or `window_ids` beside a bookmark, named with its fix."""
+    for field, fix in _STATE_TIMES.items():
+        if (value := entry.get(field)) is not None and not _is_time(value):
+            return f"the state's {field} for {name} ({str(value)[:60]!r}) is not a date-time: {fix}"
+    window = entry.get("window_ids")
+    if window is not None and not (
+        isinstance(window, list)
+        and all(
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], str | int)
+            and not isinstance(pair[0], bool)
+            and _is_time(pair[1])
+            for pair in window
+        )
+    ):
+        return (
+            f"the state's window_ids for {name} are not [id, date-time] pairs: remove the field "
+            "(that run then finds no deletions in its window; a full refresh finds them)"
+        )
+    return None
+
+
+def _is_time(value: t.Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_time(value)
+    except ValueError:
+        return False
+    return True
 
 
 def validated(config: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -250,6 +250,38 @@ BAD_STATES: dict[str, tuple[t.Any, str]] = {
         {"bookmarks": {"cycles": {"partitions": [{"context": {}, "progress_markers": "x"}]}}},
         "the progress_markers of bookmark 'cycles' must be an object",
     ),
+    "window_ids not pairs": (
+        {"bookmarks": {"cycles": {"partitions": [PARTITION | {"context": {}, "window_ids": "x"}]}}},
+        "the state's window_ids for cycles are not [id, date-time] pairs: remove the field (that "
+        "run then finds no deletions in its window; a full refresh finds them)",
+    ),
+    "window_ids with a date that is none": (
+        {
+            "bookmarks": {
+                "cycles": {"partitions": [PARTITION | {"context": {}, "window_ids": [["1", 7]]}]}
+            }
+        },
+        "the state's window_ids for cycles are not [id, date-time] pairs: remove the field (that "
+        "run then finds no deletions in its window; a full refresh finds them)",
+    ),
+    "backfill_end not a date-time": (
+        {
+            "bookmarks": {
+                "cycles": {"partitions": [PARTITION | {"context": {}, "backfill_end": "soon"}]}
+            }
+        },
+        "the state's backfill_end for cycles ('soon') is not a date-time: clear the state "
+        "(`meltano state clear …`) to read the history again",
+    ),
+    "backfill_start a number": (
+        {
+            "bookmarks": {
+                "cycles": {"partitions": [PARTITION | {"context": {}, "backfill_start": 3}]}
+            }
+        },
+        "the state's backfill_start for cycles ('3') is not a date-time: clear the state "
+        "(`meltano state clear …`) to read the history again",
+    ),
     "50,000 objects deep": (_deep_object(50_000), DEEP.format("a Singer state")),
     "50,000 arrays deep": (_deep_list(50_000), DEEP.format("a Singer state")),
     "context 500 levels deep": (

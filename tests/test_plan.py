@@ -168,3 +168,24 @@ def test_plan_reads_a_state_as_meltano_state_get_prints_it_and_as_meltano_invoke
     assert row(plain.stdout, "alice")[2:] == ["0", "4", "0", "4"]
     assert from_meltano.stdout == plain.stdout
     assert invoked.stdout == plain.stdout, invoked.stderr
+
+
+def test_plan_and_test_name_a_damaged_state_field_in_one_line(
+    sandbox: Sandbox, tmp_path: Path, pinned_clock: dict[str, str]
+) -> None:
+    config = write_json(tmp_path / "config.json", tap_config(sandbox, tmp_path))
+    partition = {"context": {"user_id": 1}, "backfill_end": "soon"}
+    state = write_json(
+        tmp_path / "state.json", {"bookmarks": {"sleep": {"partitions": [partition]}}}
+    )
+
+    for args in (
+        ("plan", "--config", str(config), "--state", str(state)),
+        ("--config", str(config), "--state", str(state), "--test"),
+    ):
+        done = run_cli(*args, env=cli_env(**pinned_clock))
+
+        assert done.returncode == 2, done.stderr
+        assert "the state's backfill_end for sleep ('soon') is not a date-time" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
