@@ -493,7 +493,12 @@ class CollectionStream(WhoopStream):
             for record_id, key in expected.items()
             if record_id not in found and (reached is None or (key and parse_time(key) >= reached))
         ]
-        unsettled = self.reconcile(member.key, member.user_id, gone) if gone else []
+        try:
+            unsettled = self.reconcile(member.key, member.user_id, gone) if gone else []
+        except MemberError as exc:  # the member's alone: the others go on
+            self.run.members.fail(member, self.name, exc)
+            state.pop("progress_markers", None)  # the bookmark stays where it was
+            return
         if self._continuing:  # the window's ids are the incremental pass's
             markers = state.setdefault("progress_markers", dict(_UNSORTED_MARKERS))
             markers.update(replication_key=self.replication_key, replication_key_value=bookmark)

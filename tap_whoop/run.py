@@ -455,13 +455,26 @@ class Run:
         return last is not None and time.time() - last < self.reconcile_interval
 
     def check_members_have_tokens(self) -> None:
-        """Refuse, before any request, a member with no refresh token anywhere."""
+        """A member with no refresh token anywhere is skipped (one error line); the others go on.
+
+        With no member left to sync the run stops before any request, as for a bad setting.
+        """
         stored = self.token_store.read()["members"]
+        missing = []
         for key, refresh_token in self.synced_members:
             if not refresh_token and key not in stored:
                 setting = "refresh_token" if key == DEFAULT_MEMBER else f"users[{key!r}]"
-                raise ConfigError(
-                    f"{setting}: no refresh token for member {key!r} in the config or in "
-                    f"{self.token_store.path}; set it, or run `{FIX}`",
-                    Fix.reauthorize(key),
+                missing.append(
+                    (
+                        key,
+                        f"{setting}: no refresh token for member {key!r} in the config or in "
+                        f"{self.token_store.path}; set it, or run `{FIX}`",
+                    )
                 )
+        if missing and len(missing) == len(self.synced_members):
+            key, message = missing[0]
+            raise ConfigError(message, Fix.reauthorize(key))
+        for key, message in missing:
+            self.members.fail(
+                self.members.by_key[key], "profile", MemberError(message, Fix.reauthorize(key))
+            )

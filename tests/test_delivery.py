@@ -434,3 +434,32 @@ def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_r
     caplog.clear()
     assert run_tap(config).error is None  # rebuilt: the next full refresh compares, silently
     assert not [r for r in caplog.records if "ledger" in r.getMessage()]
+
+
+def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice, bob = sandbox.members
+    vanished = str(uuid.uuid4())
+    state = _claim_in_window(first, alice.user_id, vanished)
+    sandbox.inject_fault(f"/v2/activity/workout/{vanished}", "403", times=10)
+    sandbox.edit_record(
+        "bob", "workout", sandbox.records("bob", "workout")[0]["id"], {"sport_name": "rowing"}
+    )
+
+    second = run_tap({**config, "reconcile_interval_hours": 0}, state=state)
+
+    assert second.error is not None
+    assert "1 of 2 member(s) not fully synced" in str(second.error)
+    assert "member 'alice'" in str(second.error)
+    assert "rowing" in {
+        r["sport_name"] for r in second.records("workout") if r["user_id"] == bob.user_id
+    }
+    assert deleted(second, "workout") == []
+    assert second.state is not None
+    for partition in second.state["bookmarks"]["workout"]["partitions"]:
+        if partition["context"] == {"user_id": alice.user_id}:
+            assert vanished in {pair[0] for pair in partition["window_ids"]}
