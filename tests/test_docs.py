@@ -103,8 +103,8 @@ def tap_plugin() -> dict[str, t.Any]:
 
 def meltano_kind(schema: dict[str, t.Any]) -> str:
     kind = next(k for k in schema["type"] if k != "null")
-    if kind == "string" and schema.get("format") == "date-time":
-        return "date_iso8601"
+    # A date-time is text (not `date_iso8601`): Meltano would rewrite what it cannot read,
+    # e.g. 2024-13-01 as 2024-01-13, where the tap's own check refuses it in one line.
     if kind == "number":
         return "string"  # see NUMBERS_AS_TEXT in test_hub.py
     return t.cast(str, kind)

@@ -230,8 +230,9 @@ def definition() -> dict[str, t.Any]:
 def expected_setting(name: str, prop: dict[str, t.Any]) -> dict[str, t.Any]:
     """The Hub setting that says what the tap's schema says of setting `name`.
 
-    Kinds: a secret string is `password`; a date-time string `date_iso8601`; otherwise the
-    JSON type's kind (text for numbers, see `KINDS`). Secrets of any type are `sensitive`. The
+    Kinds: a secret string is `password`; otherwise the JSON type's kind (text for numbers, see
+    `KINDS`; a date-time is text too, as the user typed it: Meltano's `date_iso8601` rewrites
+    what it cannot read, e.g. 2024-13-01 as 2024-01-13). Secrets of any type are `sensitive`. The
     default, when the tap has one, is the setting's `value`.
     """
     types = prop.get("type")
@@ -241,8 +242,6 @@ def expected_setting(name: str, prop: dict[str, t.Any]) -> dict[str, t.Any]:
     kind = KINDS[real[0]]
     if kind == "string" and prop.get("secret"):
         kind = "password"
-    elif kind == "string" and prop.get("format") in ("date-time", "date"):
-        kind = "date_iso8601"
     setting: dict[str, t.Any] = {
         "name": name,
         "label": prop.get("title"),
