@@ -160,7 +160,8 @@ def drain_inbox(
         drained.events += len(drain.done)
     progress.owed = owed
     progress.position = max([progress.position, inbox.horizon(), *(e.seq for e in log)])
-    notes[WEBHOOKS_KEY] = progress.to_state()
+    if WEBHOOKS_KEY in notes or progress.position or progress.owed:
+        notes[WEBHOOKS_KEY] = progress.to_state()  # (an empty log leaves the state as it came)
     if events:
         write_state()  # the records passed on, then the position after them
     if events:
