@@ -36,6 +36,7 @@ from tap_whoop.http import (
 )
 from tap_whoop.inbox import LedgerRow
 from tap_whoop.settings import parse_time
+from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
@@ -218,6 +219,7 @@ class WhoopStream(RESTStream[str | None]):
         """Pace every attempt, inside the SDK's retry loop."""
 
         def paced(request: requests.PreparedRequest, context: Context | None) -> t.Any:
+            STOP.in_backoff = False
             self.run.pacer.wait()
             return func(request, context)
 

@@ -137,5 +137,13 @@ class QuotaExhaustedError(TapWhoopError):
     exit_code = 75
 
 
+class StoppedError(TapWhoopError):
+    """A signal stopped the run; its last STATE resumes where it stopped."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class MembersFailedError(TapWhoopError):
     """Some members could not be synced; the others' data and state were delivered."""

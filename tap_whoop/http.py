@@ -46,6 +46,7 @@ from tap_whoop.errors import (
     TapWhoopError,
 )
 from tap_whoop.settings import DEFAULT_API_URL
+from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -171,7 +172,7 @@ class AppPacer:
             if self.rate is not None:
                 self._not_before = start + 60.0 / self.rate
         if start > now:
-            time.sleep(start - now)
+            STOP.sleep(start - now)
         if self.shared_window is not None:
             self.shared_window.acquire()
         else:
@@ -437,7 +438,13 @@ def jitter(value: float) -> float:
 
 
 def log_retry(name: str, details: t.Mapping[str, t.Any]) -> None:
-    """One line per retry, without request details that could hold secrets."""
+    """One line per retry, without request details that could hold secrets.
+
+    Called right before the retry's sleep, which a stop (SIGTERM, SIGINT) then ends at once.
+    """
+    if STOP.requested:
+        raise STOP.error()
+    STOP.in_backoff = True
     exc = details.get("exception")
     logger.warning(
         "Retrying %s in %.1fs (attempt %d): %s",
@@ -531,6 +538,7 @@ class MemberClient:
         params: dict[str, t.Any] | None,
         missing_is_empty: bool = False,
     ) -> requests.Response:
+        STOP.in_backoff = False
         self.pacer.wait()
         request = requests.Request(method, f"{self.api_url}{path}", params=params).prepare()
         response = self.session.send(self.bearer(request), timeout=self.timeout)

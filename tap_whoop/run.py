@@ -44,6 +44,7 @@ from tap_whoop.settings import (
     member_shard,
     shard_of,
 )
+from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -421,9 +422,12 @@ class Run:
     def admits(self, requests: float) -> str | None:
         """None when the budget holds `requests` more; else what limits it.
 
-        "run" (`max_requests_per_run`), "day" (WHOOP's daily window) or, in the history pass,
-        "history" (`max_history_requests_per_run`).
+        "run" (`max_requests_per_run`), "day" (WHOOP's daily window), in the history pass
+        "history" (`max_history_requests_per_run`), or "signal" once SIGTERM or SIGINT asked
+        the run to stop (`tap_whoop.stop`).
         """
+        if STOP.requested:
+            return "signal"
         left, limit = self.budget.room()
         cap = self.config.get("max_history_requests_per_run")
         if self.phase == "backfill" and cap is not None and self.history_from is not None:

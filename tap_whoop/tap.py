@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 import typing as t
 from functools import cached_property
@@ -19,7 +20,7 @@ from singer_sdk.exceptions import ConfigValidationError, MappingError
 from singer_sdk.singerlib import StateMessage
 from singer_sdk.tap_base import CliTestOptionValue
 
-from tap_whoop import clock
+from tap_whoop import clock, stop
 from tap_whoop.check import check_credentials
 from tap_whoop.client import CollectionStream
 from tap_whoop.drain import WEBHOOKS_KEY, drain_inbox
@@ -38,6 +39,7 @@ from tap_whoop.settings import (
     unknown_settings,
     validated,
 )
+from tap_whoop.stop import STOP
 from tap_whoop.streams import STREAM_TYPES, CycleChildStream, ProfileStream
 
 if t.TYPE_CHECKING:
@@ -86,6 +88,15 @@ class TapWhoop(Tap):
             raise ConfigError(errors[0])
         if self.input_catalog is not None:
             self._check_catalog()
+
+    def _setup_signal_handlers(self) -> None:
+        """The SDK's hook for SIGTERM and SIGINT: stop at the next page (`tap_whoop.stop`).
+
+        The SDK's own handler exits 0, so a scheduler that stops a run records a success, and
+        the state it writes may not resume the walk it interrupted.
+        """
+        if threading.current_thread() is threading.main_thread():
+            stop.install()
 
     @cached_property
     def paced_state_writer(self) -> PacedStateWriter:
@@ -218,13 +229,15 @@ class TapWhoop(Tap):
             self.run.incremental_cost, self.run.details_cost = self._incremental_cost()
             self.run.phase = "incremental"
             self.sync_all()
-            if self.run.backfilling:
+            if self.run.backfilling and not STOP.requested:
                 self.run.phase = "backfill"
                 self.run.history_from = self.run.budget.sent
                 self.sync_all()
         finally:
             self._remember_a_spent_day()
             writer.flush()
+        if STOP.requested:
+            raise STOP.error()
         self._report_budget()
         self.run.members.raise_for_problems()
         self._raise_if_deferred()
@@ -433,6 +446,8 @@ def _limits(limits: set[str], config: t.Mapping[str, t.Any]) -> str:
     if "history" in limits:
         cap = config.get("max_history_requests_per_run")
         said.append(f"max_history_requests_per_run ({cap}) was reached")
+    if "signal" in limits:
+        said.append("a signal asked the run to stop")
     return " and ".join(said) or "the run's budget was spent"
 
 

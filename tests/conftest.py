@@ -13,6 +13,7 @@ import pytest
 
 from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.clock import NOW_ENV
+from tap_whoop.stop import STOP
 from tap_whoop.tap import TapWhoop
 from whoop_sandbox import Sandbox, SandboxServer
 
@@ -76,7 +77,11 @@ TEST_REQUEST_TIMEOUT = 2
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries, and the second look at a record gone, wait milliseconds: fault tests stay fast."""
+    """Retries, and the second look at a record gone, wait milliseconds: fault tests stay fast.
+
+    And no stop asked of one in-process run (`tap_whoop.stop`) outlives its test.
+    """
+    STOP.reset()
     monkeypatch.setattr(WhoopStream, "backoff_base_seconds", 0.01)
     monkeypatch.setattr(CollectionStream, "second_look_seconds", 0.01)
 
