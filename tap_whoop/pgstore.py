@@ -690,10 +690,9 @@ class PostgresInbox:
 
         def prune(connection: Connection) -> None:
             connection.execute(_EVENTS_LOCK)
-            row = connection.execute(
-                "SELECT max(seq) FROM tap_whoop_events "
-                "WHERE received_at < clock_timestamp() - make_interval(secs => %s)",
-                (keep_seconds,),
+            row = connection.execute(  # the clock that wrote received_at: the receiver's
+                "SELECT max(seq) FROM tap_whoop_events WHERE received_at < to_timestamp(%s)",
+                (time.time() - keep_seconds,),
             ).fetchone()
             if row is None or row[0] is None:
                 return
