@@ -39,6 +39,7 @@ from tap_whoop.run import Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
     DEFAULT_MEMBER,
+    DEFAULT_STORE_TIMEOUT_SECONDS,
     configured_members,
     store_url_problem,
     too_deep,
@@ -468,7 +469,8 @@ def copy_store(
         )
     inbox_path = run.file_inbox_path
     inbox = SqliteInbox(inbox_path) if inbox_path.exists() else None
-    database = Database(str(url))
+    database = run.database if run.database is not None and url == run.database.url else None
+    database = database or Database(str(url), timeout=DEFAULT_STORE_TIMEOUT_SECONDS)
     report = copy_file_store(source, inbox, database, overwrite=overwrite)
     click.echo(
         f"Copied the token store {source.path} to {database.where} without spending any token:"

@@ -238,6 +238,10 @@ class Database:
         try:
             set_json_loads(_loads, connection)
             connection.execute("SET synchronous_commit = on")
+            if self.timeout is not None:  # no wait on a lock, or a statement, is endless
+                milliseconds = max(1, round(self.timeout * 1000))
+                connection.execute(f"SET lock_timeout = {milliseconds}")
+                connection.execute(f"SET statement_timeout = {milliseconds}")
             row = connection.execute("SELECT current_schema()").fetchone()
             if row is None or row[0] is None:
                 raise TokenStoreError(
@@ -248,10 +252,6 @@ class Database:
             if not self._migrated:
                 migrate(connection, self.where, self.reason)
                 self._migrated = True
-            if self.timeout is not None:
-                milliseconds = max(1, round(self.timeout * 1000))
-                connection.execute(f"SET lock_timeout = {milliseconds}")
-                connection.execute(f"SET statement_timeout = {milliseconds}")
         except psycopg.Error as exc:
             connection.close()
             raise TokenStoreError(
@@ -284,8 +284,29 @@ class Database:
                             continue
                     raise TokenStoreError(
                         f"cannot {what} {self.where}: {self.reason(exc)}{_fix_for(exc)}"
+                        f"{self._waited_for(connection, exc)}"
                     ) from None
         raise AssertionError("unreachable")
+
+    def _waited_for(self, connection: Connection, exc: psycopg.Error) -> str:
+        """For a lock or statement timeout: which of the store's tables another session holds."""
+        if not isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            return ""
+        try:
+            rows = connection.execute(
+                "SELECT DISTINCT c.relname, l.mode, l.pid FROM pg_locks l "
+                "JOIN pg_class c ON c.oid = l.relation "
+                "WHERE l.granted AND l.pid <> pg_backend_pid() AND c.relname LIKE 'tap_whoop%%' "
+                "AND c.relnamespace = current_schema()::regnamespace ORDER BY 1"
+            ).fetchall()
+        except psycopg.Error:
+            rows = []
+        held = ", ".join(f"{table} ({mode} by process {pid})" for table, mode, pid in rows)
+        return (
+            f"; waited {self.timeout:g} s (store_timeout_seconds) for "
+            + (held if held else "a lock or the server")
+            + ": end the session holding it (pg_stat_activity), or raise store_timeout_seconds"
+        )
 
     def close(self) -> None:
         """Close the shared connection (the next use opens another)."""

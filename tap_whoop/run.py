@@ -39,6 +39,7 @@ from tap_whoop.settings import (
     DEFAULT_OAUTH_URL,
     DEFAULT_PROFILE_INTERVAL_HOURS,
     DEFAULT_RECONCILE_INTERVAL_HOURS,
+    DEFAULT_STORE_TIMEOUT_SECONDS,
     DEFAULT_WEBHOOK_RETENTION_DAYS,
     configured_members,
     member_shard,
@@ -264,7 +265,10 @@ class Run:
                 "reinstall tap-whoop with its dependencies (`pip install tap-whoop`, or "
                 "`meltano install --clean tap-whoop`)"
             ) from None
-        return Database(str(url))
+        seconds = self.config.get("store_timeout_seconds")
+        return Database(
+            str(url), timeout=float(DEFAULT_STORE_TIMEOUT_SECONDS if seconds is None else seconds)
+        )
 
     @cached_property
     def file_token_store(self) -> TokenStore:

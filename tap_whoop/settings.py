@@ -33,6 +33,7 @@ DEFAULT_LOOKBACK_DAYS = 3
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 90
 DEFAULT_RECONCILE_INTERVAL_HOURS = 24
 DEFAULT_WEBHOOK_RETENTION_DAYS = 7
+DEFAULT_STORE_TIMEOUT_SECONDS = 120
 DEFAULT_PROFILE_INTERVAL_HOURS = 24
 DEFAULT_WEBHOOK_HOST = "127.0.0.1"
 DEFAULT_WEBHOOK_PORT = 8787
@@ -126,6 +127,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
                 "(tables made on first use), for tap processes on any machine. Default: none, "
                 "they stay files (`token_store_path`, and beside it). Move them with "
                 "`tap-whoop store copy`."
+            ),
+        ),
+        th.Property(
+            "store_timeout_seconds",
+            th.NumberType(exclusive_minimum=0, maximum=3600),
+            default=DEFAULT_STORE_TIMEOUT_SECONDS,
+            title="Store timeout (seconds)",
+            description=(
+                "With `store_url`: seconds one statement, or a wait for a lock held by another "
+                "session, may take before the run stops in one line naming the table held. "
+                "Nothing waits forever."
             ),
         ),
         th.Property(
@@ -309,6 +321,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     "max_history_requests_per_run",
     "profile_interval_hours",
     "request_timeout",
+    "store_timeout_seconds",
     "max_request_attempts",
     "per_cycle_streams",
     "reconcile_interval_hours",

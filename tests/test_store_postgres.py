@@ -489,3 +489,22 @@ def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while
     pending = [event.trace_id for event in run.inbox.after(0)]
     assert pending == [first["trace_id"], second["trace_id"]]
     assert not Path(config["token_store_path"]).parent.exists()
+
+
+@pytest.mark.parametrize("table", ["tap_whoop_tokens", "tap_whoop_events", "tap_whoop_rate_window"])
+def test_a_lock_held_by_another_session_ends_the_run_in_one_line_naming_the_table(
+    config: dict[str, t.Any], store_url: str, sandbox: Sandbox, tmp_path: Path, table: str
+) -> None:
+    """A migration, a LOCK TABLE or a transaction left open: never a silent endless wait."""
+    Run(config).token_store.read()  # the tables exist
+    with psycopg.connect(store_url) as holder:
+        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        result = run_cli(*cli_files({**config, "store_timeout_seconds": 1}, tmp_path))
+        waited = time.monotonic() - started
+
+    line = error_line(result)
+    assert waited < 20, waited
+    assert f"{table} (AccessExclusiveLock by process" in line, line
+    assert "waited 1 s (store_timeout_seconds)" in line
+    assert "raise store_timeout_seconds" in line
