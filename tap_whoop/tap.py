@@ -220,16 +220,18 @@ class TapWhoop(Tap):
             if isinstance(stream, CollectionStream)
         }
         writer = self.paced_state_writer
+        self.run.incremental_cost, self.run.details_cost = self._incremental_cost()
+        self._refuse_a_budget_below_one_member()
         self._forget_committed_deletions()
         try:
             drain_inbox(
                 self.run, collections, self._notes, lambda: writer.write_now(dict(self.state))
             )
             self._rest_members_between_reconciliations(list(collections.values()))
-            self.run.incremental_cost, self.run.details_cost = self._incremental_cost()
             self.run.phase = "incremental"
             self.sync_all()
             if self.run.backfilling and not STOP.requested:
+                self._warn_of_a_history_the_budget_never_reaches()
                 self.run.phase = "backfill"
                 self.run.history_from = self.run.budget.sent
                 self.sync_all()
@@ -248,6 +250,35 @@ class TapWhoop(Tap):
         return t.cast("dict[str, t.Any]", self.state)
 
     _committed_deletions: t.Any = None
+
+    def _refuse_a_budget_below_one_member(self) -> None:
+        """A `max_requests_per_run` below one member's incremental run: no run could end well."""
+        cap = self.config.get("max_requests_per_run")
+        least = self.run.incremental_cost + self.run.details_cost
+        if cap is not None and int(cap) < self.run.incremental_cost:
+            raise ConfigError(
+                f"max_requests_per_run ({cap}) is below one member's incremental run (about "
+                f"{self.run.incremental_cost} requests, {least} with the profile and body "
+                f"measurement): every run would stop with nothing synced; set it to at least "
+                f"{least} per member this process syncs, or remove it"
+            )
+
+    def _warn_of_a_history_the_budget_never_reaches(self) -> None:
+        """`max_requests_per_run` spent on new records alone: the history would never be read."""
+        cap = self.config.get("max_requests_per_run")
+        if cap is None or self.run.admits(1) != "run":
+            return
+        members = len(self.run.members)
+        needed = members * (self.run.incremental_cost + self.run.details_cost) + 1
+        logger.warning(
+            "max_requests_per_run (%s) is spent on %d member(s)' new records, leaving nothing for "
+            "the history of %d member(s): it is never read at this budget; set it above %d "
+            "(each request more reads history faster)",
+            cap,
+            members,
+            len(self.run.backfilling),
+            needed - 1,
+        )
 
     def _forget_committed_deletions(self) -> None:
         """The ledger forgets the deletions a target committed: the incoming state names them.

@@ -387,3 +387,40 @@ def test_a_run_stops_short_of_whoops_daily_quota_seen_only_in_its_last_hundred_r
     assert runs[-1].error is None
     assert sandbox.stats()["rate_limited"] == 0
     assert_every_record_delivered(sandbox, runs, ("alice", "bob"))
+
+
+def test_a_request_cap_below_one_members_run_is_refused_at_start_with_what_to_set(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    from tap_whoop.errors import ConfigError
+
+    sandbox.reset_stats()
+    result = run_tap({**config, "max_requests_per_run": 3})
+
+    assert isinstance(result.error, ConfigError)
+    message = str(result.error)
+    assert "max_requests_per_run (3) is below one member's incremental run (about 4" in message
+    assert "set it to at least 6 per member" in message
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_a_request_cap_spent_on_new_records_alone_says_the_history_is_never_read(
+    sandbox: Sandbox, config: dict[str, t.Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    synced = run_tap(config)
+    assert synced.error is None
+    state = copy.deepcopy(synced.state)
+    assert state is not None
+    for partition in state["bookmarks"]["workout"]["partitions"]:  # history left to read
+        partition |= {
+            "backfill_start": "2020-01-01T00:00:00Z",
+            "backfill_end": "2026-09-01T00:00:00Z",
+        }
+
+    result = run_tap({**config, "max_requests_per_run": 4}, state=state)
+
+    assert result.error is None
+    [warning] = [r.getMessage() for r in caplog.records if "is never read" in r.getMessage()]
+    assert "max_requests_per_run (4) is spent on 1 member(s)' new records" in warning
+    assert "the history of 1 member(s)" in warning
+    assert "set it above 6" in warning
