@@ -21,7 +21,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_whoop import USER_AGENT, clock
 from tap_whoop.deadline import with_deadlines
-from tap_whoop.errors import BadDataError, MemberError, TapWhoopError
+from tap_whoop.errors import BadDataError, MemberError, StreamUnavailableError, TapWhoopError
 from tap_whoop.http import (
     BACKOFF_BASE_SECONDS,
     DEFAULT_MAX_REQUEST_ATTEMPTS,
@@ -46,7 +46,7 @@ if t.TYPE_CHECKING:
 
     from tap_whoop.auth import MemberAuth
     from tap_whoop.http import MemberClient
-    from tap_whoop.run import Run
+    from tap_whoop.run import Member, Run
 
 PAGE_SIZE = 25
 WHOOP_EPOCH = datetime.datetime(2012, 1, 1, tzinfo=datetime.timezone.utc)
@@ -65,6 +65,10 @@ RENDERED_FAILURES = (
     requests.exceptions.RequestException,
     BrokenPipeError,
 )
+
+
+FAILING_IN_A_ROW_ENDS_THE_RUN = 3
+"""Member streams in a row whose endpoint keeps failing before the run stops: WHOOP is down."""
 
 
 class _BadData(Exception):
@@ -272,14 +276,35 @@ class WhoopStream(RESTStream[str | None]):
                     break
         except MemberError as exc:
             self.run.members.fail(member, self.name, exc)
+        except RetriableAPIError as exc:  # the SDK's retries are spent
+            self._endpoint_kept_failing(member, exc)
         except _BadData as exc:
             error = BadDataError(
                 f"member {member.key!r}: stream {self.name}: {exc} (the stream stopped there "
                 "and keeps its bookmark)"
             )
             self.run.members.fail(member, self.name, error)
+        else:
+            self.run.endpoints_failing_in_a_row = 0
         if member.skips(self.name) or any(member.skips(child.name) for child in self.child_streams):
             self.get_context_state(context).pop("progress_markers", None)
+
+    def _endpoint_kept_failing(self, member: Member, exc: RetriableAPIError) -> None:
+        """One member's endpoint failing after every retry fails that stream alone.
+
+        Several in a row, across members, mean WHOOP is failing everyone: the run ends there.
+        """
+        self.run.endpoints_failing_in_a_row += 1
+        if self.run.endpoints_failing_in_a_row >= FAILING_IN_A_ROW_ENDS_THE_RUN:
+            raise exc
+        self.run.members.fail(
+            member,
+            self.name,
+            StreamUnavailableError(
+                f"member {member.key!r}: stream {self.name}: WHOOP kept failing after every "
+                f"retry ({exc}); its bookmark is kept and the next run tries again"
+            ),
+        )
 
     def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
         """The SDK's log; its "unhandled error" line is debug for a failure the CLI renders.

@@ -120,6 +120,12 @@ class BadDataError(MemberError):
     whole_member = False
 
 
+class StreamUnavailableError(MemberError):
+    """One member's endpoint kept failing after every retry: only that stream fails."""
+
+    whole_member = False
+
+
 class ReauthorizeError(MemberError):
     """WHOOP no longer accepts a member's tokens; only a new consent fixes it."""
 

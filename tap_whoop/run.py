@@ -231,6 +231,8 @@ class Run:
     details_cost: int = 2
     #: Requests the run had sent when its history pass began (None before it).
     history_from: int | None = None
+    #: Member streams in a row whose endpoint kept failing (`client.FAILING_IN_A_ROW_ENDS_THE_RUN`).
+    endpoints_failing_in_a_row: int = 0
     #: Members whose collections this run reads whatever the webhooks say (events missed).
     must_reconcile: set[str] = field(default_factory=set)
     #: The tap's notes beside the bookmarks in its state, which the run's deletions go into.

@@ -97,14 +97,16 @@ def test_retry_waits_grow_for_faults_and_are_zero_after_401_or_429(
     assert all(8.0 <= stream.backoff_jitter(8.0) <= 10.0 for _ in range(100))
 
 
-def test_server_errors_forever_end_the_run_after_bounded_retries(
+def test_an_endpoint_failing_after_bounded_retries_fails_that_stream_alone(
     sandbox: Sandbox, config: dict[str, t.Any]
 ) -> None:
     sandbox.inject_fault("/v2/recovery", "503", times=1_000)
     result = run_tap(config)
 
-    assert isinstance(result.error, RetriableAPIError)
+    assert isinstance(result.error, MembersFailedError)
+    assert "stream recovery: WHOOP kept failing after every retry" in str(result.error)
     assert "HTTP 503" in str(result.error)
+    assert result.records("sleep"), "the other streams are synced"
     assert "/v2/recovery" in str(result.error)
     assert sandbox.stats()["by_path"]["/v2/recovery"] == MAX_TRIES
     assert result.records("recovery") == []
@@ -141,7 +143,7 @@ def test_garbage_forever_is_a_clear_error(sandbox: Sandbox, config: dict[str, t.
     sandbox.inject_fault("/v2/activity/sleep", "garbage", times=1_000)
     result = run_tap(config)
 
-    assert isinstance(result.error, RetriableAPIError)
+    assert isinstance(result.error, MembersFailedError)
     assert "not JSON" in str(result.error)
     assert sandbox.stats()["by_path"]["/v2/activity/sleep"] == MAX_TRIES
 
@@ -291,7 +293,7 @@ def test_a_400_shows_the_request_but_no_token(
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The waits the pacer asks for, returned at once instead of slept."""
     asked: list[float] = []
-    monkeypatch.setattr(http.time, "sleep", asked.append)
+    monkeypatch.setattr(http.STOP, "sleep", asked.append)
     return asked
 
 
