@@ -1,0 +1,119 @@
+"""End to end: the README's shard recipe runs as printed, in one Meltano project folder.
+
+The two shell blocks of README.md's "Several workers" section (one shard alone the first time,
+then `sync-shards.sh`) are taken from the README itself and run with bash in a Meltano project
+on the sandbox's four members, twice; each member's records are loaded once, by its shard.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from tests import test_deletions_e2e, test_pipelines
+from tests.test_pipelines import (
+    COLLECTIONS,
+    MELTANO,
+    PLUGINS,
+    ROOT,
+    Postgres,
+    clean_env,
+    pg_rows,
+)
+from whoop_sandbox import Sandbox, SandboxServer
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.e2e
+
+meltano_installed = test_pipelines.meltano_installed
+postgres = test_pipelines.postgres
+pg_schema = test_pipelines.pg_schema
+MEMBERS = ("alice", "bob", "carol", "dave")
+
+
+def readme_block(first_line: str) -> str:
+    """The README's ```sh block whose first line is `first_line`."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    found = [block for block in blocks if block.startswith(first_line)]
+    assert len(found) == 1, f"README.md has {len(found)} sh block(s) starting {first_line!r}"
+    return found[0]
+
+
+@pytest.fixture
+def whoop() -> Iterator[Sandbox]:
+    sandbox = Sandbox(
+        members=MEMBERS,
+        history_days=10,
+        now=test_deletions_e2e.NOW,
+        per_minute=None,
+        per_day=None,
+    )
+    server = SandboxServer(sandbox).start()
+    sandbox.server = server  # type: ignore[attr-defined]
+    try:
+        yield sandbox
+    finally:
+        server.stop()
+
+
+def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
+    tmp_path: Path, meltano_installed: None, whoop: Sandbox, postgres: Postgres, pg_schema: str
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "meltano.yml", root / "meltano.yml")
+    for plugin in PLUGINS:
+        (root / ".meltano" / plugin).mkdir(parents=True)
+        (root / ".meltano" / plugin / "venv").symlink_to(ROOT / ".meltano" / plugin / "venv")
+    server: SandboxServer = whoop.server  # type: ignore[attr-defined]
+    users = ",".join(
+        f'{{"key": "{key}", "refresh_token": "{whoop.seed_refresh_token(key)}"}}' for key in MEMBERS
+    )
+    env = clean_env() | {
+        "PATH": f"{MELTANO.parent}{os.pathsep}{os.environ['PATH']}",
+        "MELTANO_PROJECT_ROOT": str(root),
+        "MELTANO_AUTO_INSTALL": "false",
+        "MELTANO_CLI_DISABLE_VERSION_CHECK": "1",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "TAP_WHOOP_API_URL": server.api_url,
+        "TAP_WHOOP_OAUTH_URL": server.oauth_url,
+        "TAP_WHOOP_CLIENT_ID": "sandbox-client",
+        "TAP_WHOOP_CLIENT_SECRET": "sandbox-secret",
+        "TAP_WHOOP_USERS": f"[{users}]",
+        **postgres.target_env(pg_schema),
+    }
+    (root / "first-time.sh").write_text(readme_block("# first time only: one shard alone"))
+    (root / "sync-shards.sh").write_text(readme_block("# sync-shards.sh"))
+
+    def bash(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", script],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    first = bash("first-time.sh")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for _ in range(2):  # a first full sync of the other shards, then an incremental round
+        result = bash("sync-shards.sh")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Cannot start plugin" not in result.stderr
+
+    for table, (kind, key) in COLLECTIONS.items():
+        rows = pg_rows(postgres, pg_schema, table)
+        keys = [str(row[key]) for row in rows]
+        assert len(keys) == len(set(keys)), f"{table}: a record loaded twice"
+        expected = {str(r[key]) for member in MEMBERS for r in whoop.records(member, kind)}  # type: ignore[arg-type]
+        assert set(keys) == expected, table
