@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import re
+import resource
 import signal
 import socket
 import threading
@@ -69,6 +70,10 @@ MAX_TRACE_ID_CHARS = 200
 
 THREADS = 8
 """Requests handled at once (each waits for its own durable inbox write)."""
+CONNECTION_LIMIT = 2000
+"""Connections held open at once. Slow or idle clients each hold one (a request is handed to a
+thread only once it has fully arrived), so WHOOP's deliveries still get in past hundreds of
+them; beyond this, put a reverse proxy in front (docs/webhooks.md). waitress's default is 100."""
 CHANNEL_TIMEOUT_SECONDS = 15
 """An idle connection, or one whose request stopped arriving, is closed after this."""
 MAX_HEADER_BYTES = 32 * 1024
@@ -370,6 +375,18 @@ def _json(status: int, body: dict[str, t.Any], **headers: str) -> Response:
     )
 
 
+def _connection_limit() -> int:
+    """`CONNECTION_LIMIT`, with the process's open-file limit raised to hold it if it can be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = CONNECTION_LIMIT + 64  # listening sockets, the inbox, the token store, logs
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return CONNECTION_LIMIT if soft == resource.RLIM_INFINITY else min(CONNECTION_LIMIT, soft - 64)
+
+
 def _short(text: str, limit: int = 80) -> str:
     """A request's own text, safe to log: quoted, escaped, cut."""
     return repr(text[:limit]) + ("…" if len(text) > limit else "")
@@ -405,6 +422,7 @@ class WebhookServer:
                 map=self._map,
                 sockets=sockets,
                 threads=THREADS,
+                connection_limit=_connection_limit(),
                 channel_timeout=CHANNEL_TIMEOUT_SECONDS,
                 cleanup_interval=max(1, CHANNEL_TIMEOUT_SECONDS // 3),
                 max_request_header_size=MAX_HEADER_BYTES,

@@ -863,3 +863,45 @@ def test_meltano_invoke_tap_whoop_webhooks_receives_until_sigterm(tmp_path: Path
     assert any("webhooks: stopped (SIGTERM)" in line for line in receiver.lines)
     inbox = SqliteInbox(store.with_name("inbox.sqlite"))
     assert [event.trace_id for event in inbox.after(0)] == [payload["trace_id"]]
+
+
+def test_deliveries_are_answered_within_a_second_while_slow_clients_and_a_flood_hold_sockets(
+    receiver: Live,
+) -> None:
+    """150 clients sending a request a byte every half second, and 400 connections that send
+    nothing: WHOOP's deliveries are still stored and answered within its one-second budget."""
+    port = receiver.server.port
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(150)]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(400)]
+    head = b"POST /webhooks/whoop HTTP/1.1\r\nHost: whoop\r\nContent-Length: 100\r\n\r\n"
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for index in range(len(head)):
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(head[index : index + 1])
+            if stop.wait(0.5):
+                return
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        time.sleep(1.0)  # all of them connected and holding on
+        answers = []
+        with requests.Session() as session:
+            for _ in range(40):
+                body, headers = signed(an_event())
+                started = time.monotonic()
+                response = session.post(receiver.url, data=body, headers=headers, timeout=10)
+                answers.append((response.status_code, time.monotonic() - started))
+                session.close()  # a new connection each time, as WHOOP's deliveries come
+    finally:
+        stop.set()
+        trickler.join(10)
+        for sock in slow + idle:
+            sock.close()
+
+    assert [status for status, _ in answers] == [200] * 40
+    slowest = max(seconds for _, seconds in answers)
+    assert slowest < 1.0, f"slowest answer took {slowest:.2f}s"
