@@ -1,8 +1,9 @@
-"""End to end: the README's shard recipe runs as printed, in one Meltano project folder.
+"""End to end: the README's concurrent recipes run as printed, in one Meltano project folder.
 
-The two shell blocks of README.md's "Several workers" section (one shard alone the first time,
-then `sync-shards.sh`) are taken from the README itself and run with bash in a Meltano project
-on the sandbox's four members, twice; each member's records are loaded once, by its shard.
+The shell blocks of README.md's "Several workers" section (one shard alone the first time, then
+`sync-shards.sh`; then `both-pipelines.sh`, two pipelines of the tap at once) are taken from the
+README itself and run with bash in a Meltano project on the sandbox's four members, twice each;
+every record is loaded once into each loader.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.test_pipelines import (
     ROOT,
     Postgres,
     clean_env,
+    duckdb_rows,
     pg_rows,
 )
 from whoop_sandbox import Sandbox, SandboxServer
@@ -111,9 +113,24 @@ def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Cannot start plugin" not in result.stderr
 
+    assert_every_record_once(lambda table: pg_rows(postgres, pg_schema, table), whoop)
+
+    (root / "output").mkdir()
+    (root / "both-pipelines.sh").write_text(readme_block("# both-pipelines.sh"))
+    for _ in range(2):
+        result = bash("both-pipelines.sh")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Cannot start plugin" not in result.stderr
+    assert_every_record_once(lambda table: pg_rows(postgres, pg_schema, table), whoop)
+    duckdb_file = root / "output" / "whoop.duckdb"
+    assert_every_record_once(lambda table: duckdb_rows(duckdb_file, table), whoop)
+
+
+def assert_every_record_once(
+    read: t.Callable[[str], list[dict[str, t.Any]]], whoop: Sandbox
+) -> None:
     for table, (kind, key) in COLLECTIONS.items():
-        rows = pg_rows(postgres, pg_schema, table)
-        keys = [str(row[key]) for row in rows]
+        keys = [str(row[key]) for row in read(table)]
         assert len(keys) == len(set(keys)), f"{table}: a record loaded twice"
         expected = {str(r[key]) for member in MEMBERS for r in whoop.records(member, kind)}  # type: ignore[arg-type]
         assert set(keys) == expected, table
