@@ -175,10 +175,22 @@ class WhoopStream(RESTStream[str | None]):
     #: 404 means "nothing here yet" (per-cycle endpoints) rather than an error.
     missing_is_empty = False
     backoff_base_seconds = BACKOFF_BASE_SECONDS
+    _schema_written = False
 
     def __init__(self, tap: Tap, run: Run) -> None:
         self.run = run
         super().__init__(tap=tap)
+
+    def write_schema_first(self) -> None:
+        """This stream's SCHEMA before any record, so that the loader creates its table now.
+
+        A run or a shard with no member, or no record, for the stream still leaves its table in
+        the warehouse; workers started together later find it there instead of racing to
+        create it (target-postgres creates tables without a lock).
+        """
+        if self.selected:
+            self._write_schema_message()
+            self._schema_written = True
 
     @property
     def url_base(self) -> str:
@@ -448,7 +460,6 @@ class CollectionStream(WhoopStream):
     _paging_context: Context | None = None
     _continuing = False
     _said_unsorted = False
-    _schema_written = False
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """One member's records, then deletion records for what WHOOP no longer has.

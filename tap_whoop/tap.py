@@ -22,7 +22,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop import clock, stop
 from tap_whoop.check import check_credentials
-from tap_whoop.client import CollectionStream
+from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.drain import WEBHOOKS_KEY, drain_inbox
 from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
 from tap_whoop.run import DELETIONS_KEY, Run
@@ -214,6 +214,8 @@ class TapWhoop(Tap):
         _ = self.run.synced_before  # before any profile is read
         self._refuse_a_spent_day()
         self._skip_per_cycle_streams()
+        for stream in self.streams.values():
+            t.cast("WhoopStream", stream).write_schema_first()
         collections = {
             name: t.cast("CollectionStream", stream)
             for name, stream in self.streams.items()

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tap_whoop.settings import shard_of
 from tests import test_deletions_e2e, test_pipelines
 from tests.test_pipelines import (
     COLLECTIONS,
     MELTANO,
     PLUGINS,
+    PRIMARY_KEYS,
     ROOT,
     Postgres,
     clean_env,
@@ -107,10 +109,12 @@ def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
         )
 
     first = bash("first-time.sh")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, problems(first)
+    assert not any(shard_of(key, 4) == 0 for key in MEMBERS), "shard 0 should have no member"
+    assert set(PRIMARY_KEYS) <= pg_tables(postgres, pg_schema), "the lone shard made every table"
     for _ in range(2):  # a first full sync of the other shards, then an incremental round
         result = bash("sync-shards.sh")
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, problems(result)
         assert "Cannot start plugin" not in result.stderr
 
     assert_every_record_once(lambda table: pg_rows(postgres, pg_schema, table), whoop)
@@ -119,11 +123,29 @@ def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
     (root / "both-pipelines.sh").write_text(readme_block("# both-pipelines.sh"))
     for _ in range(2):
         result = bash("both-pipelines.sh")
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, problems(result)
         assert "Cannot start plugin" not in result.stderr
     assert_every_record_once(lambda table: pg_rows(postgres, pg_schema, table), whoop)
     duckdb_file = root / "output" / "whoop.duckdb"
     assert_every_record_once(lambda table: duckdb_rows(duckdb_file, table), whoop)
+
+
+def problems(result: subprocess.CompletedProcess[str]) -> str:
+    """What a failed recipe said: its error and warning lines, then the end of its output."""
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if re.search(r"error|warning|exception|failed", line, re.IGNORECASE)
+    ]
+    return "\n".join(lines[-40:]) + "\n…\n" + result.stderr[-1500:]
+
+
+def pg_tables(postgres: Postgres, schema: str) -> set[str]:
+    with postgres.connect() as connection:
+        rows = connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return {row[0] for row in rows}
 
 
 def assert_every_record_once(

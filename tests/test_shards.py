@@ -76,6 +76,25 @@ def test_a_shard_that_is_not_i_of_n_is_refused_in_one_line(text: str) -> None:
     assert "\n" not in problem
 
 
+def test_a_shard_with_no_member_still_gives_the_loader_every_selected_table_before_anything(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    """The README's first lone shard creates every table, so shards started later never race."""
+    sandbox = start_sandbox(now=PAST, members=MEMBERS, history_days=5)
+    users = [{"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in MEMBERS]
+    empty = next(i for i in range(8) if all(shard_of(key, 8) != i for key in MEMBERS))
+    config = tap_config(sandbox, tmp_path, users=users, member_shard=f"{empty}/8")
+    selected = {"profile", "body_measurement", "cycles", "recovery", "sleep", "workout"}
+    result = run_tap(config, select=selected | {"cycle_by_id"})
+    assert result.error is None
+    assert not [m for m in result.messages if m["type"] == "RECORD"]
+    schemas = [m for m in result.messages if m["type"] == "SCHEMA"]
+    assert {m["stream"] for m in schemas} == selected | {"cycle_by_id"}
+    first_other = next(i for i, m in enumerate(result.messages) if m["type"] != "SCHEMA")
+    assert {m["stream"] for m in result.messages[:first_other]} == selected | {"cycle_by_id"}
+    assert all(m["key_properties"] for m in schemas)
+
+
 def test_each_shard_syncs_only_its_members_and_its_state_holds_only_theirs(
     start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
