@@ -34,6 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import backoff
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb, set_json_loads
@@ -43,6 +44,7 @@ from tap_whoop import auth as auth_module
 from tap_whoop.auth import MemberEdits, _descends
 from tap_whoop.errors import TapWhoopError, TokenStoreError
 from tap_whoop.inbox import Event, LedgerRow, SetAside
+from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator
@@ -57,6 +59,8 @@ Connection = psycopg.Connection[t.Any]
 
 CONNECT_TIMEOUT_SECONDS = 10
 RELOCK_TIMEOUT_SECONDS = 10
+#: How long a server that dropped the store's connection (a restart, a failover) is waited for.
+RECONNECT_SECONDS = 30.0
 LATENCY_ALLOWANCE_SECONDS = 0.1
 """A window slot is held this much longer: requests reach WHOOP with uneven delays."""
 """How long a write whose lock session was lost waits to take the lock again."""
@@ -186,13 +190,21 @@ class Database:
     """One PostgreSQL database (and schema) holding a tap-whoop store.
 
     `timeout`: seconds a statement (or a wait for a lock) may take before it fails; None leaves
-    the server's. Connections are autocommit, with durable (synchronous) commits.
+    the server's. `reconnect_seconds`: how long a server that dropped the connection is waited
+    for. Connections are autocommit, with durable (synchronous) commits.
     """
 
-    def __init__(self, url: str, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | None = None,
+        reconnect_seconds: float | None = None,
+    ) -> None:
         self.url = url
         self.where = redacted(url)
         self.timeout = timeout
+        self.reconnect_seconds = reconnect_seconds
         parts = urlsplit(url)
         self._secrets = [
             secret
@@ -262,16 +274,41 @@ class Database:
             raise
         return connection
 
+    def reconnect(self) -> Connection:
+        """A new connection after the server dropped one, tried with backoff for a while.
+
+        A restart or a failover takes seconds: attempts come at once, then after growing,
+        jittered waits, for up to `reconnect_seconds` (RECONNECT_SECONDS unless given); a server
+        still away (or a stop asked for) ends in the connect error.
+        """
+        seconds = RECONNECT_SECONDS if self.reconnect_seconds is None else self.reconnect_seconds
+        deadline = time.monotonic() + seconds
+        for delay in backoff.expo(factor=0.5, max_value=8):
+            wait = backoff.full_jitter(delay)
+            if wait:
+                STOP.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            try:
+                return self.connect()
+            except TokenStoreError as exc:
+                if time.monotonic() >= deadline or STOP.requested:
+                    raise TokenStoreError(
+                        f"{exc}; the server dropped the connection and did not come back within "
+                        f"{seconds:g} s"
+                    ) from None
+                logger.warning("store database lost, connecting again: %s", exc)
+        raise AssertionError("unreachable")
+
     def run(self, what: str, operation: Callable[[Connection], T]) -> T:
         """`operation` on the shared connection; `what` names it for the error (`cannot …`).
 
-        A connection the server dropped (a restart, a failover) is replaced and the operation
-        tried once more: every operation here is idempotent.
+        A connection the server dropped (a restart, a failover) is replaced, with backoff
+        (`reconnect`), and the operation tried once more: every operation here is idempotent.
         """
         with self._mutex:
-            for attempt in range(2):
+            lost = False
+            while True:
                 if self._connection is None or self._connection.closed:
-                    self._connection = self.connect()
+                    self._connection = self.reconnect() if lost else self.connect()
                 connection = self._connection
                 try:
                     return operation(connection)
@@ -280,13 +317,13 @@ class Database:
                         with contextlib.suppress(psycopg.Error):
                             connection.close()
                         self._connection = None
-                        if attempt == 0:
+                        if not lost:
+                            lost = True
                             continue
                     raise TokenStoreError(
                         f"cannot {what} {self.where}: {self.reason(exc)}{_fix_for(exc)}"
                         f"{self._waited_for(connection, exc)}"
                     ) from None
-        raise AssertionError("unreachable")
 
     def _waited_for(self, connection: Connection, exc: psycopg.Error) -> str:
         """For a lock or statement timeout: which of the store's tables another session holds."""
@@ -433,11 +470,21 @@ class PostgresTokenStore(MemberEdits):
         finally:
             self._mutex.release()
 
-    def _lock(self, session: Connection | None, timeout: float) -> Connection:
-        """`session` (or a new connection) holding the store's lock, waiting up to `timeout`."""
+    def _lock(
+        self, session: Connection | None, timeout: float, *, lost: bool = False
+    ) -> Connection:
+        """`session` (or a new connection) holding the store's lock, waiting up to `timeout`.
+
+        `lost`: the server dropped the previous session, so the new one is tried with backoff.
+        """
         for attempt in range(2):
             reused = session is not None and not session.closed and not session.broken
-            connection = session if reused and session is not None else self.database.connect()
+            if reused and session is not None:
+                connection = session
+            elif attempt or lost:
+                connection = self.database.reconnect()
+            else:
+                connection = self.database.connect()
             try:
                 connection.execute(f"SET lock_timeout = {max(1, round(timeout * 1000))}")
                 connection.execute(_TOKENS_LOCK, (_TOKENS_LOCK_NAME,))
@@ -479,7 +526,7 @@ class PostgresTokenStore(MemberEdits):
         if session is not None and not session.closed and not session.broken:
             return session
         try:
-            self._session = self._lock(None, RELOCK_TIMEOUT_SECONDS)
+            self._session = self._lock(None, RELOCK_TIMEOUT_SECONDS, lost=session is not None)
         except TokenStoreError as exc:
             raise TokenStoreError(
                 f"cannot write token store {self.path}: the connection holding its lock was "

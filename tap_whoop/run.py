@@ -413,7 +413,13 @@ class Run:
         if self.database is not None:
             from tap_whoop.pgstore import Database, PostgresInbox
 
-            return PostgresInbox(Database(self.database.url, timeout=RECEIVER_TIMEOUT_SECONDS))
+            return PostgresInbox(
+                Database(
+                    self.database.url,
+                    timeout=RECEIVER_TIMEOUT_SECONDS,
+                    reconnect_seconds=RECEIVER_TIMEOUT_SECONDS,
+                )
+            )
         return SqliteInbox(
             self.file_token_store.beside(self.file_inbox_path.name),
             busy_timeout=RECEIVER_TIMEOUT_SECONDS,

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import requests
 
+from tap_whoop import pgstore
 from tap_whoop.auth import MemberAuth
 from tap_whoop.errors import TokenStoreError
 from tap_whoop.http import AppPacer
@@ -43,6 +44,7 @@ from tests.auth_support import (
 from tests.conftest import run_tap
 from tests.test_store_support import (
     Backend,
+    PostgresProxy,
     files_left,
     in_schema,
     postgres_server,
@@ -54,7 +56,7 @@ from tests.test_store_support import (
 from tests.test_webhooks import ALICE, an_event, signed, webhook_config
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from whoop_sandbox import Sandbox
 
@@ -196,6 +198,66 @@ def test_a_rotated_token_is_saved_though_the_lock_session_died_while_whoop_answe
     monkeypatch.setattr(run.app, "refresh", session_dies)
     auth = MemberAuth("default", config["refresh_token"], store, run.app)
     auth.access_token()
+    rotated = pg.members(config)["default"]
+    assert "refreshing" not in rotated
+    assert refresh_directly(sandbox, rotated["refresh_token"]).status_code == 200
+    assert sandbox.stats()["invalid_grant"] == 0
+
+
+@pytest.fixture
+def proxy(store_url: str) -> Iterator[PostgresProxy]:
+    relay = PostgresProxy(store_url)
+    yield relay
+    relay.close()
+
+
+def test_a_store_server_that_restarts_is_waited_for_with_backoff_and_the_operation_done(
+    proxy: PostgresProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(proxy.url, timeout=5)
+    assert database.run("read", lambda c: c.execute("SELECT 1").fetchone()) == (1,)
+    proxy.outage(1.5)
+    assert database.run("read", lambda c: c.execute("SELECT 2").fetchone()) == (2,)
+    assert proxy.refused >= 2, "tried again during the outage, not only once"
+    assert "store database lost, connecting again" in caplog.text
+    database.close()
+
+
+def test_a_store_server_that_does_not_come_back_ends_in_one_line(
+    proxy: PostgresProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgstore, "RECONNECT_SECONDS", 1.0)
+    database = Database(proxy.url, timeout=5)
+    database.run("read", lambda c: c.execute("SELECT 1").fetchone())
+    proxy.outage(60)
+    with pytest.raises(TokenStoreError) as raised:
+        database.run("read", lambda c: c.execute("SELECT 1").fetchone())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "cannot connect to the store database" in message
+    assert "did not come back within 1 s" in message
+    assert proxy.refused >= 2
+
+
+def test_a_rotated_token_is_saved_though_the_store_server_restarted_while_whoop_answered(
+    proxy: PostgresProxy, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's session is gone for 1.5 s: the write waits for the server, locks, commits."""
+    pg = Backend("postgres", proxy.url)
+    config = pg.config(sandbox, tmp_path)
+    run = Run(config)
+    refresh = run.app.refresh
+
+    def server_restarts(*args: t.Any, **kwargs: t.Any) -> dict[str, t.Any]:
+        tokens = refresh(*args, **kwargs)
+        proxy.outage(1.5)
+        return tokens
+
+    monkeypatch.setattr(run.app, "refresh", server_restarts)
+    store = t.cast(PostgresTokenStore, run.token_store)
+    auth = MemberAuth("default", config["refresh_token"], store, run.app)
+    auth.access_token()
+    assert proxy.refused >= 1
     rotated = pg.members(config)["default"]
     assert "refreshing" not in rotated
     assert refresh_directly(sandbox, rotated["refresh_token"]).status_code == 200
@@ -489,6 +551,43 @@ def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while
     pending = [event.trace_id for event in run.inbox.after(0)]
     assert pending == [first["trace_id"], second["trace_id"]]
     assert not Path(config["token_store_path"]).parent.exists()
+
+
+def test_the_receiver_answers_503_within_a_second_while_the_store_server_is_away(
+    proxy: PostgresProxy, tmp_path: Path
+) -> None:
+    """A restart does not hold WHOOP's delivery for the tap's 30 s reconnect: 503, retried."""
+    config = {**webhook_config(tmp_path), "store_url": proxy.url}
+    run = Run(config)
+    run.token_store.write(
+        {"version": 1, "members": {"alice": {"refresh_token": "r", "user_id": ALICE}}}
+    )
+    server = WebhookServer(Receiver(run), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.port}{WEBHOOK_PATH}"
+
+    def deliver(payload: dict[str, t.Any]) -> requests.Response:
+        body, headers = signed(payload)
+        return requests.post(url, data=body, headers=headers, timeout=10)
+
+    try:
+        first, second = an_event(), an_event()
+        assert deliver(first).json() == {"stored": True}
+        proxy.outage(3)
+        started = time.monotonic()
+        refused = deliver(second)
+        assert time.monotonic() - started < 1.5
+        assert (refused.status_code, refused.json()) == (503, {"error": "inbox unavailable"})
+        time.sleep(3)
+        assert deliver(second).json() == {"stored": True}
+    finally:
+        server.stop()
+        thread.join(15)
+    assert [event.trace_id for event in run.inbox.after(0)] == [
+        first["trace_id"],
+        second["trace_id"],
+    ]
 
 
 @pytest.mark.parametrize("table", ["tap_whoop_tokens", "tap_whoop_events", "tap_whoop_rate_window"])

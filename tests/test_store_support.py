@@ -7,13 +7,17 @@ of its own (through the URL's search_path), dropped afterwards, so concurrent ru
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
+import threading
+import time
 import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,3 +276,63 @@ def run_script(
         env=env or cli_env(),
         check=False,
     )
+
+
+class PostgresProxy:
+    """A TCP relay on loopback in front of PostgreSQL whose server can "restart".
+
+    `outage(seconds)` drops every relayed connection and, for `seconds`, closes each new one at
+    once, as a server that is restarting or failing over does; then it relays again.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = url.replace(
+            f"@{parts.hostname}:{parts.port or 5432}/", f"@127.0.0.1:{self.port}/"
+        )
+        self.refused = 0
+        self._down_until = 0.0
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def outage(self, seconds: float) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()
+
+    def close(self) -> None:
+        self.outage(0)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if time.monotonic() < self._down_until:
+                    self.refused += 1
+                    client.close()
+                    continue
+                server = socket.create_connection(self.upstream)
+                self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
