@@ -348,13 +348,16 @@ def webhooks(
     """Receive WHOOP's webhooks at /webhooks/whoop until SIGTERM or Ctrl-C.
 
     Each signed event of a member in the token store is kept in the inbox beside it; the tap
-    reads the records they name on its next run. See docs/webhooks.md.
+    reads the records they name on its next run. See docs/webhooks.md. Stopped by a signal, it
+    exits 128 + its number (143, 130), as the tap does.
     """
     from tap_whoop.webhooks import serve  # its server and HTTP parsing load for it alone
 
     run = _run(ctx, configs)
     _log_service()
-    serve(run, host=host, port=port)
+    signum = serve(run, host=host, port=port)
+    if signum is not None:
+        ctx.exit(128 + signum)
 
 
 @click.command("set-aside", context_settings={"help_option_names": ["--help"]})

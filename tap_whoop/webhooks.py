@@ -546,18 +546,21 @@ def _bind_problem(exc: OSError, host: str) -> str:
     return f"{reason}; choose another --host or --port (webhook_host, webhook_port)"
 
 
-def serve(run: Run, host: str | None = None, port: int | None = None) -> None:
-    """Receive WHOOP's webhooks into `run`'s inbox until SIGTERM or SIGINT (then return)."""
+def serve(run: Run, host: str | None = None, port: int | None = None) -> int | None:
+    """Receive WHOOP's webhooks into `run`'s inbox until SIGTERM or SIGINT; which one stopped it.
+
+    None when stopped otherwise (`WebhookServer.stop` from a thread).
+    """
     host = host if host is not None else str(run.config.get("webhook_host") or DEFAULT_WEBHOOK_HOST)
     if port is None:
         configured = run.config.get("webhook_port")
         port = DEFAULT_WEBHOOK_PORT if configured is None else int(configured)
     receiver = Receiver(run)
     server = WebhookServer(receiver, host, port)
-    received: list[str] = []
+    received: list[signal.Signals] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
+        received.append(signal.Signals(signum))
         server.stop()
 
     previous = {}
@@ -582,4 +585,5 @@ def serve(run: Run, host: str | None = None, port: int | None = None) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    logger.info("webhooks: stopped (%s)", received[0] if received else "stop requested")
+    logger.info("webhooks: stopped (%s)", received[0].name if received else "stop requested")
+    return int(received[0]) if received else None

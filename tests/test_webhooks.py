@@ -730,7 +730,9 @@ def test_a_receiver_killed_mid_stream_keeps_every_acknowledged_event_and_logs_no
     body, headers = signed(after)
     signatures.append(headers[SIGNATURE_HEADER])
     assert requests.post(second.url, data=body, headers=headers, timeout=10).status_code == 200
-    assert second.end(signal.SIGTERM) == 0
+    assert (
+        second.end(signal.SIGTERM) == 128 + signal.SIGTERM
+    )  # a stop, not a success, for a scheduler
     assert second.lines[-1] == "tap-whoop: info: webhooks: stopped (SIGTERM)"
 
     inbox = SqliteInbox(tmp_path / "store" / "inbox.sqlite")
@@ -747,6 +749,18 @@ def test_a_receiver_killed_mid_stream_keeps_every_acknowledged_event_and_logs_no
     assert all(line.startswith("tap-whoop: info: ") for line in first.lines + second.lines), logs
     for trace in acknowledged[:50]:
         assert f"(trace {trace})" in logs
+
+
+def test_ctrl_c_stops_the_receiver_cleanly_and_its_exit_says_it_was_stopped(
+    tmp_path: Path,
+) -> None:
+    write_store(tmp_path / "store" / "tokens.json", MEMBERS)
+    path = str(write_json(tmp_path / "config.json", webhook_config(tmp_path)))
+    receiver = Process("webhooks", "--config", path, "--port", "0")
+    body, headers = signed(an_event())
+    assert requests.post(receiver.url, data=body, headers=headers, timeout=10).status_code == 200
+    assert receiver.end(signal.SIGINT) == 128 + signal.SIGINT
+    assert receiver.lines[-1] == "tap-whoop: info: webhooks: stopped (SIGINT)"
 
 
 def test_an_inbox_another_process_is_creating_is_opened_once_sqlite_lets_go(
@@ -859,7 +873,7 @@ def test_meltano_invoke_tap_whoop_webhooks_receives_until_sigterm(tmp_path: Path
     body, headers = signed(payload)
     response = requests.post(receiver.url, data=body, headers=headers, timeout=10)
     assert (response.status_code, response.json()) == (200, {"stored": True})
-    assert receiver.end(signal.SIGTERM) == 0
+    assert receiver.end(signal.SIGTERM) == 128 + signal.SIGTERM
     assert any("webhooks: stopped (SIGTERM)" in line for line in receiver.lines)
     inbox = SqliteInbox(store.with_name("inbox.sqlite"))
     assert [event.trace_id for event in inbox.after(0)] == [payload["trace_id"]]
