@@ -137,7 +137,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
             description=(
                 "With `store_url`: seconds one statement, or a wait for a lock held by another "
                 "session, may take before the run stops in one line naming the table held. "
-                "Nothing waits forever."
+                "Nothing waits forever; a server that drops the connection (a restart, a "
+                "failover) is waited for up to 30 s."
             ),
         ),
         th.Property(
