@@ -10,6 +10,7 @@ token, and persists the new token durably before the new access token is used fo
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import errno
 import hashlib
@@ -88,33 +89,38 @@ class _NotAStoreError(TokenStoreError):
 class TokenStorage(t.Protocol):
     """Where every member's tokens live: `TokenStore` (a file) or a PostgreSQL database.
 
-    The content is a document `{"version": 1, "members": {key: entry}}`. Every
-    read-refresh-write cycle holds `locked()` (re-entrant) across processes, and on the same
-    terms: `record` and `write` are durable before they return, `snapshot`/`restore` put back
-    exactly what was there, and `prove_writable` shows a write would succeed.
+    A refresh touches one member: `locked(key)` serialises that member's read-refresh-write
+    cycle across processes (re-entrant), `get` reads its entry, `record` writes it before the
+    token is spent (proving that the successor can be written the same way) and `put` writes
+    the successor; both are durable before they return. The whole document,
+    `{"version": 1, "members": {key: entry}}`, is for `auth`, `revoke` and `store copy`
+    (`locked()`, `read`, `write`, `prove_writable`).
     """
 
     @property
     def path(self) -> Path | str:
         """Where the store is, for messages (never with a password)."""
 
-    def locked(self) -> t.ContextManager[None]:
-        """Hold the lock every read-refresh-write cycle needs."""
+    def locked(self, key: str | None = None) -> t.ContextManager[None]:
+        """Hold the lock of member `key`'s cycle, or of the whole store (None)."""
+
+    def get(self, key: str) -> dict[str, t.Any] | None:
+        """Member `key`'s entry; None when the store has none."""
+
+    def record(self, key: str, entry: dict[str, t.Any]) -> None:
+        """Write `entry` before a token is spent, proving room for its successor."""
+
+    def put(self, key: str, entry: dict[str, t.Any]) -> None:
+        """Persist member `key`'s `entry` durably (a rotated token)."""
+
+    def restore(self, key: str, entry: dict[str, t.Any] | None) -> None:
+        """Put back `entry` as member `key`'s (None: no entry); best effort."""
 
     def read(self) -> dict[str, t.Any]:
         """The store's content."""
 
     def write(self, data: dict[str, t.Any]) -> None:
-        """Persist `data` durably (a rotated token)."""
-
-    def record(self, data: dict[str, t.Any]) -> None:
-        """Write `data` before a token is spent, the way the rotated token will be written."""
-
-    def snapshot(self) -> t.Any:
-        """The store's exact content, to put back with `restore`."""
-
-    def restore(self, snapshot: t.Any) -> None:
-        """Put back what `snapshot` took; best effort."""
+        """Persist `data` durably."""
 
     def prove_writable(self) -> None:
         """Show, before a token is spent, that the store can be written as it will be."""
@@ -127,7 +133,7 @@ class TokenStorage(t.Protocol):
 
 
 class MemberEdits:
-    """`remove_member` and `update_member`, for any store with `locked`, `read` and `write`."""
+    """`remove_member` and `update_member`, for any store with the protocol's other methods."""
 
     def remove_member(self: TokenStorage, key: str) -> bool:
         """Forget a member (after revoking); True when it was there."""
@@ -140,11 +146,10 @@ class MemberEdits:
 
     def update_member(self: TokenStorage, key: str, **fields: t.Any) -> None:
         """Add facts (not tokens) to a member's entry, e.g. the WHOOP user id it belongs to."""
-        with self.locked():
-            data = self.read()
-            if key in data["members"]:
-                data["members"][key].update(fields)
-                self.write(data)
+        with self.locked(key):
+            entry = self.get(key)
+            if entry is not None:
+                self.put(key, {**entry, **fields})
 
 
 class TokenStore(MemberEdits):
@@ -164,10 +169,16 @@ class TokenStore(MemberEdits):
         self._temp_prefix = f".{self.target.stem}-"
         self._temp_pattern = re.compile(re.escape(self._temp_prefix) + r"[a-z0-9_]{8}")
         self._mode_warned = False
+        #: The document as this process last read or wrote it, and the file's stamp then.
+        self._cached: dict[str, t.Any] | None = None
+        self._cached_stamp: tuple[int, ...] | None = None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the cross-process lock that every read-refresh-write cycle needs."""
+    def locked(self, key: str | None = None) -> Iterator[None]:
+        """Hold the cross-process lock that every read-refresh-write cycle needs.
+
+        One file holds every member, so a member's cycle (`key`) locks the whole file.
+        """
         self._ensure_directory()
         self._check_lock_file()
         try:
@@ -271,43 +282,80 @@ class TokenStore(MemberEdits):
         self._tighten_mode()
         return t.cast(dict[str, t.Any], data)
 
-    def snapshot(self) -> bytes | None:
-        """The store's exact bytes (None when there is none yet), to put back with `restore`."""
+    def get(self, key: str) -> dict[str, t.Any] | None:
+        """Member `key`'s entry, parsing the file again only when it changed since."""
+        entry = self._document()["members"].get(key)
+        return copy.deepcopy(entry) if isinstance(entry, dict) else None
+
+    def record(self, key: str, entry: dict[str, t.Any]) -> None:
+        """Write `entry` before a token is spent, with room proven for a larger successor.
+
+        The commit is the way the successor will be written, so it also proves that the file
+        can be replaced (not immutable, not read-only); its temp file first holds
+        PROOF_SLACK_BYTES more, which catches a disk or quota too full for the successor.
+        """
+        self._put(key, entry, "no refresh token was spent", slack=PROOF_SLACK_BYTES)
+
+    def put(self, key: str, entry: dict[str, t.Any]) -> None:
+        """Persist member `key`'s `entry` durably: see `_commit`."""
+        self._put(key, entry, "otherwise a rotated WHOOP token would be lost")
+
+    def restore(self, key: str, entry: dict[str, t.Any] | None) -> None:
+        """Put back `entry` as member `key`'s (None: no entry); best effort."""
         try:
-            return self.target.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise TokenStoreError(
-                f"cannot read token store {self.path}: {exc.strerror}; it must be a file "
-                "readable by the user running the tap"
-            ) from None
+            with self.locked():
+                data = self._document()
+                members = {name: item for name, item in data["members"].items() if name != key}
+                if entry is not None:
+                    members[key] = entry
+                self._commit_document({**data, "members": members})
+        except (OSError, TokenStoreError) as exc:
+            logger.warning("Could not restore token store %s: %s", self.path, exc)
 
     def write(self, data: dict[str, t.Any]) -> None:
         """Persist durably: see `_commit`."""
         try:
-            self._commit(_dump(data))
+            self._commit_document(copy.deepcopy(data))
         except OSError as exc:
             raise TokenStoreError(
                 self._cannot_write(exc, "otherwise a rotated WHOOP token would be lost")
             ) from None
 
-    def record(self, data: dict[str, t.Any]) -> None:
-        """Write `data` before a token is spent, the way the rotated token will be written."""
-        try:
-            self._commit(_dump(data))
-        except OSError as exc:
-            raise TokenStoreError(self._cannot_write(exc, "no refresh token was spent")) from None
+    def _put(self, key: str, entry: dict[str, t.Any], consequence: str, slack: int = 0) -> None:
+        with self.locked():
+            data = self._document()
+            try:
+                self._commit_document(
+                    {**data, "members": {**data["members"], key: copy.deepcopy(entry)}},
+                    slack=slack,
+                )
+            except OSError as exc:
+                raise TokenStoreError(self._cannot_write(exc, consequence)) from None
 
-    def restore(self, snapshot: bytes | None) -> None:
-        """Put back what `snapshot` took, byte for byte (no store: none); best effort."""
+    def _commit_document(self, data: dict[str, t.Any], slack: int = 0) -> None:
+        self._commit(_dump(data), slack=slack)
+        self._cached, self._cached_stamp = data, self._stamp()
+
+    def _document(self) -> dict[str, t.Any]:
+        """The store's content as last read or written here, unless the file changed since.
+
+        At a thousand members, parsing the whole file for each member's refresh cost more than
+        the refresh; a file another process replaced or rewrote has another stamp.
+        """
+        stamp = self._stamp()
+        if self._cached is not None and stamp is not None and stamp == self._cached_stamp:
+            return self._cached
+        data = self.read()
+        self._cached, self._cached_stamp = (data, stamp) if stamp is not None else (None, None)
+        return data
+
+    def _stamp(self) -> tuple[int, ...] | None:
+        """What changes whenever the file is replaced or rewritten (None: no file)."""
         try:
-            if snapshot is None:
-                self.target.unlink(missing_ok=True)
-            else:
-                self._commit(snapshot)
-        except OSError as exc:
-            logger.warning("Could not restore token store %s: %s", self.path, exc.strerror)
+            found = os.stat(self.target)
+        except OSError:
+            return None
+        return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
     def prove_writable(self) -> None:
         """Show, before a token is spent, that the store can be written as it will be.
@@ -326,9 +374,8 @@ class TokenStore(MemberEdits):
                 tmp_name = self._temp_file(b" " * (size + PROOF_SLACK_BYTES))
                 os.unlink(tmp_name)
                 tmp_name = None
-                current = self.snapshot()
-                if current is not None:
-                    self._commit(current)
+                with contextlib.suppress(FileNotFoundError):
+                    self._commit(self.target.read_bytes())
             except OSError as exc:
                 raise TokenStoreError(
                     self._cannot_write(exc, "no refresh token was spent")
@@ -348,7 +395,7 @@ class TokenStore(MemberEdits):
             fix = "make its directory writable (or set token_store_path)"
         return f"cannot write token store {self.path}: {exc.strerror}; {fix}; {consequence}"
 
-    def _commit(self, payload: bytes) -> None:
+    def _commit(self, payload: bytes, slack: int = 0) -> None:
         """Temp file, fsync, rename, fsync of the directory.
 
         A file that cannot be renamed onto (EBUSY: bind-mounted; EXDEV) is rewritten in place;
@@ -356,7 +403,7 @@ class TokenStore(MemberEdits):
         a kill is recovered by the next run.
         """
         self._ensure_directory()
-        journal: str | None = self._temp_file(payload)
+        journal: str | None = self._temp_file(payload, slack)
         try:
             try:
                 os.replace(t.cast(str, journal), self.target)
@@ -385,13 +432,21 @@ class TokenStore(MemberEdits):
         finally:
             os.close(dir_fd)
 
-    def _temp_file(self, payload: bytes) -> str:
-        """A private, fsync'd file in the store's directory holding `payload`; its name."""
+    def _temp_file(self, payload: bytes, slack: int = 0) -> str:
+        """A private, fsync'd file in the store's directory holding `payload`; its name.
+
+        `slack`: that many bytes more are written and synced first, then cut, proving the room.
+        """
         fd, name = tempfile.mkstemp(prefix=self._temp_prefix, dir=self.target.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o600)
                 handle.write(payload)
+                if slack:
+                    handle.write(b" " * slack)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    handle.truncate(len(payload))
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError:
@@ -792,20 +847,18 @@ class MemberAuth:
             and self._expires_at - _margin(self._lifetime) > time.time()
         ):
             return self._access_token
-        with self._store.locked():
-            data = self._store.read()
-            entry = self._entry(data)
+        with self._store.locked(self.key):
+            entry = self._entry(self._store.get(self.key))
             configured = fingerprint(self._configured) if self._configured else None
             reseeded = configured is not None and not _accounts_for(entry, configured)
             if not reseeded and not force_refresh and self._usable(entry):
                 self._adopt(entry)
                 return t.cast(str, self._access_token)
-            self._refresh(data, entry, configured, reseeded=reseeded)
+            self._refresh(entry, configured, reseeded=reseeded)
         return t.cast(str, self._access_token)
 
     def _refresh(
         self,
-        data: dict[str, t.Any],
         entry: dict[str, t.Any],
         configured: str | None,
         *,
@@ -829,19 +882,16 @@ class MemberAuth:
             )
         spending = fingerprint(refresh_token)
         interrupted = _in_flight(entry) == spending
-        self._store.prove_writable()
-        before = self._store.snapshot()
-        data["members"][self.key] = {
-            **entry,
-            "refreshing": {"token": spending, "since": _utc_now()},
-        }
-        self._store.record(data)
+        before = self._store.get(self.key)
+        self._store.record(
+            self.key, {**entry, "refreshing": {"token": spending, "since": _utc_now()}}
+        )
         try:
             tokens = self._app.refresh(refresh_token, self.key, source, interrupted=interrupted)
         except _UnansweredError:
             raise
         except TapWhoopError:
-            self._store.restore(before)
+            self._store.restore(self.key, before)
             raise
         access_token = _text(tokens, "access_token")
         updated = {
@@ -858,8 +908,7 @@ class MemberAuth:
         updated.pop("refreshing", None)
         if reseeded and entry.get("user_id") is not None:
             updated[IDENTITY_UNVERIFIED] = True  # until the profile shows whose token this is
-        data["members"][self.key] = updated
-        self._persist(data)
+        self._persist(updated)
         if not access_token:
             raise MemberError(
                 f"member {self.key!r}: WHOOP's token response had no access_token; its "
@@ -888,8 +937,8 @@ class MemberAuth:
         token another process stored meanwhile is adopted; otherwise the next `access_token`
         refreshes, unless `access_token` is itself the one refreshed after an earlier 401.
         """
-        with self._store.locked():
-            entry = self._entry(self._store.read())
+        with self._store.locked(self.key):
+            entry = self._entry(self._store.get(self.key))
             previous, self._rejected_token = self._rejected_token, access_token
             if self._usable(entry):
                 self._adopt(entry)
@@ -900,11 +949,11 @@ class MemberAuth:
         self._access_token = None
         return True
 
-    def _persist(self, data: dict[str, t.Any]) -> None:
+    def _persist(self, entry: dict[str, t.Any]) -> None:
         """Write the rotated token, retrying briefly: WHOOP has already killed the old one."""
         for attempt in range(PERSIST_ATTEMPTS):
             try:
-                self._store.write(data)
+                self._store.put(self.key, entry)
                 return
             except TokenStoreError as exc:
                 if attempt + 1 < PERSIST_ATTEMPTS:
@@ -917,8 +966,8 @@ class MemberAuth:
                     Fix.reauthorize(self.key),
                 ) from None
 
-    def _entry(self, data: dict[str, t.Any]) -> dict[str, t.Any]:
-        entry = dict(data["members"].get(self.key, {}))
+    def _entry(self, stored: dict[str, t.Any] | None) -> dict[str, t.Any]:
+        entry = dict(stored or {})
         expires = entry.get("expires_at", 0)
         if not isinstance(expires, int | float) or isinstance(expires, bool):
             raise TokenStoreError(

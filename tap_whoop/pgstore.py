@@ -68,6 +68,9 @@ LATENCY_ALLOWANCE_SECONDS = 0.1
 _LOCK_KEY = "hashtextextended(current_schema() || %s, 0)"
 _TOKENS_LOCK = f"SELECT pg_advisory_lock({_LOCK_KEY})"
 _TOKENS_UNLOCK = f"SELECT pg_advisory_unlock({_LOCK_KEY})"
+#: A member's cycle: the store's lock shared (no whole-store writer), the member's exclusive.
+_MEMBER_LOCK = f"SELECT pg_advisory_lock_shared({_LOCK_KEY}), pg_advisory_lock({_LOCK_KEY})"
+_MEMBER_UNLOCK = f"SELECT pg_advisory_unlock({_LOCK_KEY}), pg_advisory_unlock_shared({_LOCK_KEY})"
 _TOKENS_LOCK_NAME = ".tap_whoop_tokens"
 
 #: Each migration's statements, in order; `tap_whoop_schema_version` holds the last one run.
@@ -425,11 +428,11 @@ class _ChangedError(TokenStoreError):
 class PostgresTokenStore(MemberEdits):
     """The token store in PostgreSQL: one row per member, its entry as jsonb.
 
-    The same interface and promises as `TokenStore`: `locked()` is re-entrant and excludes every
-    other process on any machine; `record` and `write` commit before they return; `restore`
-    puts back exactly the rows `snapshot` took. No temp files exist, so nothing is ever orphaned:
-    a refresh killed before its commit leaves the in-flight record `record` committed, which the
-    next run reports.
+    The same interface and promises as `TokenStore`, per member: `locked(key)` excludes every
+    other process on any machine from that member's cycle (and from whole-store writes) while
+    other members refresh, and `get`, `record` and `put` touch that member's row alone, committed
+    before they return. No temp files exist, so nothing is ever orphaned: a refresh killed
+    before its commit leaves the in-flight record `record` committed, which the next run reports.
     """
 
     def __init__(self, database: Database) -> None:
@@ -438,15 +441,19 @@ class PostgresTokenStore(MemberEdits):
         self._mutex = threading.RLock()
         self._owner: int | None = None
         self._depth = 0
+        #: whose lock the session holds: a member's key, or None for the whole store
+        self._held: str | None = None
         self._session: Connection | None = None
         #: member -> entry as last read or written under the current hold of the lock
         self._seen: dict[str, t.Any] | None = None
+        #: member -> its row's update time when first read under the current hold
+        self._stamps: dict[str, t.Any] = {}
 
     # The lock
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the store's advisory lock (re-entrant; other threads wait for it too)."""
+    def locked(self, key: str | None = None) -> Iterator[None]:
+        """Hold member `key`'s lock, or the whole store's (re-entrant; threads wait too)."""
         timeout = auth_module.LOCK_TIMEOUT_SECONDS
         if not self._mutex.acquire(timeout=timeout):
             raise TokenStoreError(
@@ -455,8 +462,12 @@ class PostgresTokenStore(MemberEdits):
             )
         try:
             if self._depth == 0:
-                self._session = self._lock(self._session, timeout)
+                self._session = self._lock(self._session, timeout, key=key)
+                self._held = key
                 self._seen = None
+                self._stamps = {}
+            elif self._held is not None and key != self._held:
+                raise AssertionError(f"store lock of {key!r} asked while holding {self._held!r}")
             self._depth += 1
             self._owner = threading.get_ident()
             try:
@@ -471,12 +482,17 @@ class PostgresTokenStore(MemberEdits):
             self._mutex.release()
 
     def _lock(
-        self, session: Connection | None, timeout: float, *, lost: bool = False
+        self, session: Connection | None, timeout: float, *, key: str | None, lost: bool = False
     ) -> Connection:
-        """`session` (or a new connection) holding the store's lock, waiting up to `timeout`.
+        """`session` (or a new connection) holding `key`'s lock, waiting up to `timeout`.
 
         `lost`: the server dropped the previous session, so the new one is tried with backoff.
         """
+        statement, params = (
+            (_TOKENS_LOCK, (_TOKENS_LOCK_NAME,))
+            if key is None
+            else (_MEMBER_LOCK, (_TOKENS_LOCK_NAME, f"{_TOKENS_LOCK_NAME}:{key}"))
+        )
         for attempt in range(2):
             reused = session is not None and not session.closed and not session.broken
             if reused and session is not None:
@@ -487,9 +503,11 @@ class PostgresTokenStore(MemberEdits):
                 connection = self.database.connect()
             try:
                 connection.execute(f"SET lock_timeout = {max(1, round(timeout * 1000))}")
-                connection.execute(_TOKENS_LOCK, (_TOKENS_LOCK_NAME,))
+                connection.execute(t.cast("t.LiteralString", statement), params)
                 return connection
             except psycopg.errors.LockNotAvailable:
+                with contextlib.suppress(psycopg.Error):
+                    connection.close()  # so that no half-taken lock stays held
                 raise TokenStoreError(
                     f"token store {self.path} is locked by another tap-whoop process for over "
                     f"{timeout:.0f}s; wait for it to finish (it shows in pg_stat_activity as "
@@ -510,8 +528,12 @@ class PostgresTokenStore(MemberEdits):
         session = self._session
         if session is None:
             return
+        key, self._held = self._held, None
         try:
-            session.execute(_TOKENS_UNLOCK, (_TOKENS_LOCK_NAME,))
+            if key is None:
+                session.execute(_TOKENS_UNLOCK, (_TOKENS_LOCK_NAME,))
+            else:
+                session.execute(_MEMBER_UNLOCK, (f"{_TOKENS_LOCK_NAME}:{key}", _TOKENS_LOCK_NAME))
         except psycopg.Error:
             with contextlib.suppress(psycopg.Error):
                 session.close()  # the server releases a closed session's locks
@@ -526,7 +548,9 @@ class PostgresTokenStore(MemberEdits):
         if session is not None and not session.closed and not session.broken:
             return session
         try:
-            self._session = self._lock(None, RELOCK_TIMEOUT_SECONDS, lost=session is not None)
+            self._session = self._lock(
+                None, RELOCK_TIMEOUT_SECONDS, key=self._held, lost=session is not None
+            )
         except TokenStoreError as exc:
             raise TokenStoreError(
                 f"cannot write token store {self.path}: the connection holding its lock was "
@@ -562,31 +586,101 @@ class PostgresTokenStore(MemberEdits):
         self._seen = {member: copy.deepcopy(entry) for member, (entry, _) in rows.items()}
         return rows
 
-    def snapshot(self) -> dict[str, tuple[dict[str, t.Any], t.Any]]:
-        """Every row as it is, to put back with `restore`."""
-        return self._rows()
+    def get(self, key: str) -> dict[str, t.Any] | None:
+        """Member `key`'s entry (its row alone), on the lock's session if this thread holds it."""
+
+        def select(connection: Connection) -> tuple[dict[str, t.Any] | None, t.Any]:
+            row = connection.execute(
+                "SELECT entry, updated_at FROM tap_whoop_tokens WHERE member = %s", (key,)
+            ).fetchone()
+            return (row[0], row[1]) if row is not None else (None, None)
+
+        if not self._holds_lock():
+            return self.database.run("read token store", select)[0]
+        try:
+            entry, stamp = select(self._live_session("nothing was changed"))
+        except psycopg.Error as exc:
+            raise TokenStoreError(
+                f"cannot read token store {self.path}: {self.database.reason(exc)}"
+            ) from None
+        self._seen = {**(self._seen or {}), key: copy.deepcopy(entry)}
+        self._stamps.setdefault(key, stamp)
+        return entry
 
     # Writing
+
+    def record(self, key: str, entry: dict[str, t.Any]) -> None:
+        """Commit `entry` before a token is spent, the way the rotated token will be committed."""
+        self._save_member(key, entry, "no refresh token was spent")
+
+    def put(self, key: str, entry: dict[str, t.Any]) -> None:
+        """Commit member `key`'s `entry` (its row alone) before returning."""
+        self._save_member(key, entry, "otherwise a rotated WHOOP token would be lost")
+
+    def restore(self, key: str, entry: dict[str, t.Any] | None) -> None:
+        """Put back `entry` as member `key`'s row (None: no row), its update time included.
+
+        Best effort: a failure is a warning.
+        """
+        try:
+            self._save_member(key, entry, "it was left as it is", stamp=self._stamps.get(key))
+        except TokenStoreError as exc:
+            logger.warning("Could not restore token store %s: %s", self.path, exc)
+
+    def _save_member(
+        self,
+        key: str,
+        entry: dict[str, t.Any] | None,
+        consequence: str,
+        stamp: t.Any = None,
+    ) -> None:
+        with self.locked(key if self._depth == 0 else self._held):
+            for attempt in range(2):
+                session = self._live_session(consequence)
+                try:
+                    with session.transaction():
+                        self._apply_member(session, key, entry, stamp)
+                    break
+                except _ChangedError as exc:
+                    raise TokenStoreError(f"{exc}; {consequence}") from None
+                except psycopg.Error as exc:
+                    if attempt == 0 and (session.broken or session.closed):
+                        continue  # the server dropped the lock's session: take the lock again
+                    raise TokenStoreError(self._cannot_write(exc, consequence)) from None
+            self._seen = {**(self._seen or {}), key: copy.deepcopy(entry)}
+
+    def _apply_member(
+        self, connection: Connection, key: str, entry: dict[str, t.Any] | None, stamp: t.Any
+    ) -> None:
+        """Make member `key`'s row `entry` (in the caller's transaction), as `apply` does."""
+        row = connection.execute(
+            "SELECT entry FROM tap_whoop_tokens WHERE member = %s FOR UPDATE", (key,)
+        ).fetchone()
+        current = _finite(row[0]) if row is not None else None
+        wanted = _finite(entry) if entry is not None else None
+        if current == wanted:
+            return
+        if self._seen is not None and key in self._seen:
+            seen = self._seen[key]
+            if current not in ((_finite(seen) if seen is not None else None), wanted):
+                raise _ChangedError(
+                    f"cannot write token store {self.path}: another process changed member "
+                    f"{key!r} while this one's connection was lost"
+                )
+        if wanted is None:
+            connection.execute("DELETE FROM tap_whoop_tokens WHERE member = %s", (key,))
+            return
+        connection.execute(
+            "INSERT INTO tap_whoop_tokens (member, entry, updated_at) "
+            "VALUES (%s, %s, coalesce(%s, clock_timestamp())) "
+            "ON CONFLICT (member) DO UPDATE SET entry = EXCLUDED.entry, "
+            "updated_at = EXCLUDED.updated_at",
+            (key, Jsonb(wanted, dumps=_dumps), stamp),
+        )
 
     def write(self, data: dict[str, t.Any]) -> None:
         """Commit `data`'s members (only the rows that changed) before returning."""
         self._save(data["members"], "otherwise a rotated WHOOP token would be lost", stamps=None)
-
-    def record(self, data: dict[str, t.Any]) -> None:
-        """Commit `data` before a token is spent, the way the rotated token will be committed."""
-        self._save(data["members"], "no refresh token was spent", stamps=None)
-
-    def restore(self, snapshot: t.Any) -> None:
-        """Put back the rows `snapshot` took, their update times included; best effort."""
-        rows = t.cast("dict[str, tuple[dict[str, t.Any], t.Any]]", snapshot)
-        try:
-            self._save(
-                {member: entry for member, (entry, _) in rows.items()},
-                "it was left as it is",
-                stamps={member: stamp for member, (_, stamp) in rows.items()},
-            )
-        except TokenStoreError as exc:
-            logger.warning("Could not restore token store %s: %s", self.path, exc)
 
     def prove_writable(self) -> None:
         """Show that this session may change the store's rows (no read-only server, grants)."""

@@ -121,7 +121,7 @@ class Members:
         member.user_id = user_id
         self._by_user_id[user_id] = member
         if self._store is not None:
-            entry = self._store.read()["members"].get(key)
+            entry = self._store.get(key)
             if entry is not None and (
                 entry.get("user_id") != user_id or entry.get(IDENTITY_UNVERIFIED)
             ):
@@ -133,7 +133,7 @@ class Members:
         Checked whenever the token's lineage changed since the store learnt the member's user
         id, before anything of the member is read or reconciled.
         """
-        entry = self._store.read()["members"].get(key, {}) if self._store is not None else {}
+        entry = (self._store.get(key) if self._store is not None else None) or {}
         stored = entry.get("user_id")
         if not isinstance(stored, int) or stored == user_id:
             return None

@@ -93,24 +93,24 @@ def test_the_rotated_token_is_stored_before_any_data_request(
     sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[tuple[str, t.Any]] = []
-    write, token_request, note = TokenStore.write, sandbox.token_request, sandbox.note_api_request
-    prove = TokenStore.prove_writable
+    put, token_request, note = TokenStore.put, sandbox.token_request, sandbox.note_api_request
+    prove = TokenStore.record  # the in-flight record, written the way the successor will be
 
-    def recording_prove(store: TokenStore) -> None:
-        prove(store)
+    def recording_prove(store: TokenStore, key: str, entry: dict[str, t.Any]) -> None:
+        prove(store, key, entry)
         events.append(("proved", None))
 
-    def recording_write(store: TokenStore, data: dict[str, t.Any]) -> None:
-        write(store, data)
-        events.append(("stored", data["members"].get("default", {}).get("refresh_token")))
+    def recording_write(store: TokenStore, key: str, entry: dict[str, t.Any]) -> None:
+        put(store, key, entry)
+        events.append(("stored", entry.get("refresh_token")))
 
     def recording_token_request(form: t.Any, **options: t.Any) -> dict[str, t.Any]:
         body = token_request(form, **options)
         events.append(("issued", body.get("refresh_token")))
         return body
 
-    monkeypatch.setattr(TokenStore, "prove_writable", recording_prove)
-    monkeypatch.setattr(TokenStore, "write", recording_write)
+    monkeypatch.setattr(TokenStore, "record", recording_prove)
+    monkeypatch.setattr(TokenStore, "put", recording_write)
     monkeypatch.setattr(sandbox, "token_request", recording_token_request)
     monkeypatch.setattr(sandbox, "note_api_request", lambda p: (events.append(("api", p)), note(p)))
     synced(config)
@@ -175,15 +175,39 @@ def test_a_store_without_room_for_the_rotated_token_fails_before_spending_it(
     synced(config)
 
 
+def test_a_store_file_another_process_rewrote_is_read_again_not_served_from_memory(
+    tmp_path: Path,
+) -> None:
+    """The file store keeps what it last read; a write by anyone else makes it read again."""
+    path = tmp_path / "store" / "tokens.json"
+    mine, theirs = TokenStore(path), TokenStore(path)
+    mine.put("alice", {"refresh_token": "a1"})
+    mine.put("bob", {"refresh_token": "b1"})
+    assert (mine.get("alice") or {})["refresh_token"] == "a1"
+    theirs.put("alice", {"refresh_token": "a2"})
+    assert (mine.get("alice") or {})["refresh_token"] == "a2"
+    data = json.loads(path.read_text())
+    data["members"]["bob"]["refresh_token"] = "b2"  # in place, the same size: a bind mount
+    with path.open("r+") as handle:
+        handle.write(json.dumps(data, sort_keys=True))
+    assert (mine.get("bob") or {})["refresh_token"] == "b2"
+    mine.put("carol", {"refresh_token": "c1"})
+    assert {key: entry["refresh_token"] for key, entry in theirs.read()["members"].items()} == {
+        "alice": "a2",
+        "bob": "b2",
+        "carol": "c1",
+    }
+
+
 def test_a_rotated_token_that_cannot_be_saved_stops_the_run_before_any_data_request(
     sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store breaks between the proof and the write: say the token is lost, sync nothing."""
 
-    def failing(store: TokenStore, data: dict[str, t.Any]) -> None:
+    def failing(store: TokenStore, key: str, entry: dict[str, t.Any]) -> None:
         raise TokenStoreError(f"cannot write token store {store.path}: No space left on device")
 
-    monkeypatch.setattr(TokenStore, "write", failing)
+    monkeypatch.setattr(TokenStore, "put", failing)
     monkeypatch.setattr(auth_module, "PERSIST_ATTEMPTS", 2)
     result = run_tap(config, select=PROFILE)
     assert isinstance(result.error, TokenStoreError)

@@ -118,24 +118,24 @@ def test_the_rotated_token_is_committed_before_any_data_request(
 ) -> None:
     events: list[tuple[str, t.Any]] = []
     store_class = type(backend.store(config))
-    write, prove = store_class.write, store_class.prove_writable
+    put, prove = store_class.put, store_class.record  # the in-flight record proves the write
     token_request, note = sandbox.token_request, sandbox.note_api_request
 
-    def recording_prove(store: t.Any) -> None:
-        prove(store)
+    def recording_prove(store: t.Any, key: str, entry: dict[str, t.Any]) -> None:
+        prove(store, key, entry)
         events.append(("proved", None))
 
-    def recording_write(store: t.Any, data: dict[str, t.Any]) -> None:
-        write(store, data)
-        events.append(("stored", data["members"].get("default", {}).get("refresh_token")))
+    def recording_write(store: t.Any, key: str, entry: dict[str, t.Any]) -> None:
+        put(store, key, entry)
+        events.append(("stored", entry.get("refresh_token")))
 
     def recording_token_request(form: t.Any, **options: t.Any) -> dict[str, t.Any]:
         body = token_request(form, **options)
         events.append(("issued", body.get("refresh_token")))
         return body
 
-    monkeypatch.setattr(store_class, "prove_writable", recording_prove)
-    monkeypatch.setattr(store_class, "write", recording_write)
+    monkeypatch.setattr(store_class, "record", recording_prove)
+    monkeypatch.setattr(store_class, "put", recording_write)
     monkeypatch.setattr(sandbox, "token_request", recording_token_request)
     monkeypatch.setattr(sandbox, "note_api_request", lambda p: (events.append(("api", p)), note(p)))
     synced(config)
@@ -151,10 +151,10 @@ def test_a_rotated_token_that_cannot_be_saved_stops_the_run_before_any_data_requ
     config: dict[str, t.Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def failing(store: t.Any, data: dict[str, t.Any]) -> None:
+    def failing(store: t.Any, key: str, entry: dict[str, t.Any]) -> None:
         raise TokenStoreError(f"cannot write token store {store.path}: the disk is full")
 
-    monkeypatch.setattr(type(backend.store(config)), "write", failing)
+    monkeypatch.setattr(type(backend.store(config)), "put", failing)
     monkeypatch.setattr(auth_module, "PERSIST_ATTEMPTS", 2)
     result = run_tap(config, select=PROFILE)
     assert isinstance(result.error, TokenStoreError)
@@ -430,7 +430,7 @@ def _refresh_under_the_lock(config: dict[str, t.Any], held: t.Any, done: t.Any) 
         held.set()
         time.sleep(1.0)
         other.access_token(force_refresh=True)
-    done.set()
+        done.set()  # before the lock is let go: the waiter cannot return before this
 
 
 def test_a_401_waits_for_a_refresh_another_process_holds_the_lock_for_and_adopts_its_token(

@@ -112,11 +112,11 @@ if {kill_after!r} == "token_response":
     request = auth.WhoopApp._token_request
     auth.WhoopApp._token_request = lambda self, *a: (request(self, *a), die())
 else:
-    write = auth.TokenStore.write
-    def dying_write(self, data):
+    put = auth.TokenStore.put
+    def dying_put(self, key, entry):
         os.replace = die
-        write(self, data)
-    auth.TokenStore.write = dying_write
+        put(self, key, entry)
+    auth.TokenStore.put = dying_put
 sys.argv[0] = "tap-whoop"
 from tap_whoop.cli import main
 main()

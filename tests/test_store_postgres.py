@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import requests
 
+from tap_whoop import auth as auth_module
 from tap_whoop import pgstore
 from tap_whoop.auth import MemberAuth
 from tap_whoop.errors import TokenStoreError
@@ -128,6 +129,46 @@ def test_workers_on_four_machines_refresh_a_three_second_token_once_per_expiry(
     assert files_left(folders) == []
 
 
+def _hold_member_lock(url: str, key: str) -> psycopg.Connection[t.Any]:
+    """Another session in the middle of member `key`'s refresh (as another process would be)."""
+    holder = psycopg.connect(url, autocommit=True)
+    holder.execute(
+        "SELECT pg_advisory_lock_shared(hashtextextended(current_schema() || %s, 0)), "
+        "pg_advisory_lock(hashtextextended(current_schema() || %s, 0))",
+        (".tap_whoop_tokens", f".tap_whoop_tokens:{key}"),
+    )
+    return holder
+
+
+def test_a_refresh_touches_its_members_row_alone_and_waits_for_no_other_member(
+    pg: Backend, sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers refreshing different members in parallel never queue behind each other."""
+    url = pg.url or ""
+    run = Run(config)
+    store = t.cast(PostgresTokenStore, run.token_store)
+    store.put("bob", {"refresh_token": "bobs", "user_id": 7})
+    bob_before = query(
+        url, "SELECT entry::text, updated_at FROM tap_whoop_tokens WHERE member = 'bob'"
+    )
+    monkeypatch.setattr(auth_module, "LOCK_TIMEOUT_SECONDS", 1)
+    holder = _hold_member_lock(url, "bob")
+    try:
+        MemberAuth("default", config["refresh_token"], store, run.app).access_token()
+        with pytest.raises(TokenStoreError, match="locked by another tap-whoop process"):
+            MemberAuth("bob", None, store, run.app).access_token(force_refresh=True)
+        with pytest.raises(TokenStoreError, match="locked by another tap-whoop process"):
+            store.write(store.read())  # the whole store (auth, revoke, copy) waits for bob
+    finally:
+        holder.close()
+    assert sandbox.stats()["refreshes"] == 1
+    assert "refreshing" not in pg.members(config)["default"]
+    assert (
+        query(url, "SELECT entry::text, updated_at FROM tap_whoop_tokens WHERE member = 'bob'")
+        == bob_before
+    )
+
+
 def test_a_killed_lock_holder_never_blocks_the_others(config: dict[str, t.Any]) -> None:
     """The lock is the holder's database session: the server ends it with the process."""
     script = """
@@ -151,7 +192,7 @@ with store.locked():
 KILLED_BEFORE_COMMIT = """
 import os, sys
 from tap_whoop import pgstore
-pgstore.PostgresTokenStore.write = lambda self, data: os.kill(os.getpid(), 9)
+pgstore.PostgresTokenStore.put = lambda self, key, entry: os.kill(os.getpid(), 9)
 sys.argv[0] = "tap-whoop"
 from tap_whoop.cli import main
 main()
