@@ -16,7 +16,6 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_whoop import clock
 from tap_whoop.errors import FIX, Fix, MemberError, MissingScopeError, TapWhoopError
-from tap_whoop.settings import DEFAULT_LOOKBACK_DAYS, parse_time
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -109,18 +108,18 @@ def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
     full sync's window runs from `start_date` (a year of history without one) to `end_date` or
     now; a daily incremental run's is `lookback_days` plus the day since the last run.
     """
-    config = profile.config
+    settings = profile.settings
     selected = [profile, *streams]
 
     def requests(days: float) -> int:
         return sum(stream.estimated_requests(days) for stream in selected)
 
-    daily = requests(int(config.get("lookback_days", DEFAULT_LOOKBACK_DAYS)) + 1)
-    if start_date := config.get("start_date"):
+    daily = requests(settings.lookback_days + 1)
+    if (start_date := settings.start_date) is not None:
         end = clock.now()
-        if end_date := config.get("end_date"):
-            end = min(end, parse_time(end_date))
-        days = max((end - parse_time(start_date)).total_seconds() / 86_400, 0)
+        if settings.end_date is not None:
+            end = min(end, settings.end_date)
+        days = max((end - start_date).total_seconds() / 86_400, 0)
         full = f"a full sync from start_date costs about {requests(days)} requests"
     else:
         full = f"a full sync costs about {requests(YEAR)} requests per year of history"

@@ -456,7 +456,7 @@ def copy_store(
     from tap_whoop.pgstore import Database, copy_file_store
 
     run = _run(ctx, configs)
-    url = target or run.config.get("store_url")
+    url = target or run.settings.store_url
     if not url:
         raise ConfigError(
             "say where to copy to: --to postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or set "

@@ -24,8 +24,6 @@ from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import BadDataError, MemberError, StreamUnavailableError, TapWhoopError
 from tap_whoop.http import (
     BACKOFF_BASE_SECONDS,
-    DEFAULT_MAX_REQUEST_ATTEMPTS,
-    DEFAULT_REQUEST_TIMEOUT,
     RETRIABLE,
     MemberBearer,
     classify,
@@ -35,7 +33,7 @@ from tap_whoop.http import (
     wait_generator,
 )
 from tap_whoop.inbox import LedgerRow
-from tap_whoop.settings import parse_time
+from tap_whoop.settings import Settings, parse_time
 from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
@@ -193,6 +191,11 @@ class WhoopStream(RESTStream[str | None]):
             self._schema_written = True
 
     @property
+    def settings(self) -> Settings:
+        """The run's typed settings (the SDK's `config` is their raw form)."""
+        return self.run.settings
+
+    @property
     def url_base(self) -> str:
         """The API root; pointing it elsewhere is how the sandbox is used."""
         return self.run.api_url
@@ -200,7 +203,7 @@ class WhoopStream(RESTStream[str | None]):
     @property
     def timeout(self) -> float:  # type: ignore[override]
         """Seconds one attempt may take in all, from connecting to the last byte of the body."""
-        return float(self.config.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT)
+        return self.settings.request_timeout
 
     @property
     def user_agent(self) -> str:
@@ -264,7 +267,7 @@ class WhoopStream(RESTStream[str | None]):
 
     def backoff_max_tries(self) -> int:
         """Attempts per request before the run fails with the last error."""
-        return int(self.config.get("max_request_attempts") or DEFAULT_MAX_REQUEST_ATTEMPTS)
+        return self.settings.max_request_attempts
 
     def backoff_handler(self, details: t.Any) -> None:
         """One line per retry, without request details that could hold secrets."""
@@ -620,7 +623,7 @@ class CollectionStream(WhoopStream):
     @property
     def lookback(self) -> datetime.timedelta:
         """How far before the bookmark each incremental window opens (`lookback_days`)."""
-        return datetime.timedelta(days=int(self.config.get("lookback_days", 0)))
+        return datetime.timedelta(days=self.settings.lookback_days)
 
     def forget_in_window(self, user_id: int, record_id: str) -> None:
         """A deletion passed on: the next reconciliation need not confirm it again."""
@@ -673,7 +676,7 @@ class CollectionStream(WhoopStream):
                     self.run.members.for_context({"user_id": user_id}).key, user_id
                 )
         lowest = start + 2 * self.filter_lag if start is not None else None
-        end = parse_time(self.config["end_date"]) if self.config.get("end_date") else None
+        end = self.settings.end_date
         if until is not None:
             end = until if end is None else min(end, until)
         expected: dict[str, str | None] = {}
@@ -802,8 +805,8 @@ class CollectionStream(WhoopStream):
     def window_end(self) -> datetime.datetime:
         """`end_date`, or now if sooner (or unset)."""
         end = clock.now()
-        if end_date := self.config.get("end_date"):
-            end = min(end, parse_time(end_date))
+        if (end_date := self.settings.end_date) is not None:
+            end = min(end, end_date)
         return end
 
     def get_new_paginator(self) -> NextTokenPaginator:
@@ -823,8 +826,8 @@ class CollectionStream(WhoopStream):
         """
         start = self.window_start(context) or WHOOP_EPOCH
         end = clock.now() + datetime.timedelta(days=1)
-        if end_date := self.config.get("end_date"):
-            end = min(end, parse_time(end_date))
+        if (end_date := self.settings.end_date) is not None:
+            end = min(end, end_date)
         days = max((end - start).total_seconds() / 86_400, 0) + 1
         return math.ceil(days * self.max_records_per_day / PAGE_SIZE) + PAGE_SLACK
 
@@ -868,7 +871,7 @@ class CollectionStream(WhoopStream):
 
     def window_end_param(self, context: Context | None) -> datetime.datetime | None:
         """`end_date`; for history still to read, where the last walk stopped."""
-        end = parse_time(self.config["end_date"]) if self.config.get("end_date") else None
+        end = self.settings.end_date
         held = self.get_context_state(context).get("backfill_end")
         if self._continuing and held:
             end = parse_time(held) if end is None else min(end, parse_time(held))
@@ -883,15 +886,15 @@ class CollectionStream(WhoopStream):
             held = self.get_context_state(context).get("backfill_start")
             if held:
                 return parse_time(held)
-            return parse_time(self.config["start_date"]) if self.config.get("start_date") else None
+            return self.settings.start_date
         start = self.get_starting_timestamp(context)
         if start is None:
             return None
         if self.get_context_state(context).get("replication_key_value"):
             start -= self.lookback
             start -= self.filter_lag
-            if start_date := self.config.get("start_date"):
-                start = max(start, parse_time(start_date))
+            if (start_date := self.settings.start_date) is not None:
+                start = max(start, start_date)
         return start
 
     def post_process(

@@ -45,7 +45,11 @@ from tap_whoop.errors import (
     ReauthorizeError,
     TapWhoopError,
 )
-from tap_whoop.settings import DEFAULT_API_URL
+from tap_whoop.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_MAX_REQUEST_ATTEMPTS,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
@@ -61,10 +65,6 @@ DAILY_RESERVE = 20
 """Requests of WHOOP's daily window a run leaves unspent: other workers may be mid-request."""
 EXPIRE_EVERY_SECONDS = 10.0
 """How often the pacer deletes the window's entries older than a minute (pyrate-limiter's pace)."""
-DEFAULT_REQUEST_TIMEOUT = 60
-"""Seconds one attempt may take, connecting and reading the whole answer included."""
-DEFAULT_MAX_REQUEST_ATTEMPTS = 8
-"""Tries per request before the run fails with the last error."""
 BACKOFF_BASE_SECONDS = 1.0
 #: What a retry may mend: the SDK's list, so one-off calls retry what the streams retry.
 RETRIABLE = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tap_whoop import clock
 from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.http import DAILY_RESERVE
-from tap_whoop.settings import member_shard, parse_time
+from tap_whoop.settings import parse_time
 from tap_whoop.streams import (
     BodyMeasurementStream,
     CycleChildStream,
@@ -88,22 +88,23 @@ def _history_days(
     tap: TapWhoop, partition: dict[str, t.Any] | None, now: datetime.datetime
 ) -> float:
     """Days of history still to read: what a stopped walk left, or all from `start_date`."""
-    config = tap.config
+    settings = tap.run.settings
     partition = partition or {}
     end = parse_time(partition["backfill_end"]) if partition.get("backfill_end") else now
-    if config.get("end_date"):
-        end = min(end, parse_time(config["end_date"]))
-    start_text = partition.get("backfill_start") or config.get("start_date")
-    if not start_text:
+    if settings.end_date is not None:
+        end = min(end, settings.end_date)
+    held = partition.get("backfill_start")
+    start = parse_time(held) if held else settings.start_date
+    if start is None:
         return float(HISTORY_WITHOUT_START_DATE) if not partition.get("backfill_end") else 0.0
-    return max((end - parse_time(start_text)).total_seconds() / 86_400, 0.0)
+    return max((end - start).total_seconds() / 86_400, 0.0)
 
 
 def report(tap: TapWhoop, runs_per_day: int, daily_limit: int = WHOOP_DAILY_LIMIT) -> list[str]:
     """The plan as lines: each member's next run, the total, a day of the schedule."""
     plans = member_plans(tap)
     run = tap.run
-    cap = tap.config.get("max_requests_per_run")
+    cap = tap.run.settings.max_requests_per_run
     lines = [
         f"{'member':<24} {'user id':>10} {'profile+body':>12} {'new records':>11} "
         f"{'history':>8} {'next run':>9}"
@@ -119,13 +120,13 @@ def report(tap: TapWhoop, runs_per_day: int, daily_limit: int = WHOOP_DAILY_LIMI
     total = details + new + history
     lines.append(f"{'total':<24} {'':>10} {details:>12} {new:>11} {history:>8} {total:>9}")
     next_run = f"next run: about {total} request(s)"
-    history_cap = tap.config.get("max_history_requests_per_run")
-    if cap is not None and total > int(cap):
+    history_cap = tap.run.settings.max_history_requests_per_run
+    if cap is not None and total > cap:
         next_run += (
             f"; max_requests_per_run caps it at {cap}: every member's new records first, "
-            f"then {max(int(cap) - details - new, 0)} of the {history} history request(s)"
+            f"then {max(cap - details - new, 0)} of the {history} history request(s)"
         )
-    elif history_cap is not None and history > int(history_cap):
+    elif history_cap is not None and history > history_cap:
         next_run += (
             f"; max_history_requests_per_run reads {history_cap} of the {history} history "
             "request(s), after every member's new records"
@@ -140,7 +141,7 @@ def _day(
     profile_interval: float,
     runs_per_day: int,
     daily_limit: int,
-    cap: t.Any,
+    cap: int | None,
     tap: TapWhoop,
 ) -> list[str]:
     """A day of `runs_per_day` runs: the steady cost, and how many days the histories take."""
@@ -149,7 +150,7 @@ def _day(
     streams = [s for s in tap.streams.values() if s.selected]
     collections = [s for s in streams if isinstance(s, CollectionStream)]
     per_cycle = [s for s in streams if isinstance(s, CycleChildStream) and s.enabled]
-    window = hours_between / 24 + float(tap.config.get("lookback_days", 0))
+    window = hours_between / 24 + tap.run.settings.lookback_days
     per_run = sum(_cost(stream, per_cycle, window) for stream in collections)
     details_count = sum(1 for s in streams if isinstance(s, ProfileStream | BodyMeasurementStream))
     reads_per_day = (
@@ -160,7 +161,7 @@ def _day(
     steady = members * (runs_per_day * per_run + reads_per_day * details_count)
     history = sum(p.history for p in plans)
     each = runs_per_day * per_run + reads_per_day * details_count
-    shard = member_shard(tap.config.get("member_shard"))
+    shard = tap.run.settings.member_shard
     shards = shard[1] if shard else 1
     app_steady = steady * shards
     of_app = f"{app_steady / daily_limit:.0%} of the app's {daily_limit:,} a day"
@@ -183,7 +184,7 @@ def _day(
         return lines
     if history:
         spare = (daily_limit - app_steady - DAILY_RESERVE) // shards
-        history_cap = tap.config.get("max_history_requests_per_run")
+        history_cap = tap.run.settings.max_history_requests_per_run
         if runs_per_day > 1 and history_cap is None and history > spare // runs_per_day:
             lines.append(
                 f"with {runs_per_day} runs a day, set max_history_requests_per_run to "
@@ -192,9 +193,9 @@ def _day(
                 "runs stop with exit 75"
             )
         if history_cap is not None:
-            spare = min(spare, runs_per_day * int(history_cap))
+            spare = min(spare, runs_per_day * history_cap)
         if cap is not None:
-            spare = min(spare, runs_per_day * max(int(cap) - members * per_run, 0))
+            spare = min(spare, runs_per_day * max(cap - members * per_run, 0))
         days = math.ceil(history / spare) if spare > 0 else None
         lines.append(
             f"history still to read: {history} request(s); with {spare} a day to spare, "

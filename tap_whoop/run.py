@@ -25,26 +25,12 @@ from tap_whoop.auth import (
 )
 from tap_whoop.errors import FIX, ConfigError, Fix, Invocation, MemberError, MembersFailedError
 from tap_whoop.http import (
-    DEFAULT_MAX_REQUEST_ATTEMPTS,
-    DEFAULT_REQUEST_TIMEOUT,
     AppPacer,
     MemberClient,
     RequestBudget,
 )
 from tap_whoop.inbox import Inbox, SqliteInbox
-from tap_whoop.settings import (
-    DEFAULT_API_URL,
-    DEFAULT_MAX_REQUESTS_PER_MINUTE,
-    DEFAULT_MEMBER,
-    DEFAULT_OAUTH_URL,
-    DEFAULT_PROFILE_INTERVAL_HOURS,
-    DEFAULT_RECONCILE_INTERVAL_HOURS,
-    DEFAULT_STORE_TIMEOUT_SECONDS,
-    DEFAULT_WEBHOOK_RETENTION_DAYS,
-    configured_members,
-    member_shard,
-    shard_of,
-)
+from tap_whoop.settings import DEFAULT_MEMBER, Settings, configured_members, shard_of
 from tap_whoop.stop import STOP
 
 if t.TYPE_CHECKING:
@@ -239,6 +225,11 @@ class Run:
     notes: dict[str, t.Any] = field(default_factory=dict)
     _ledger_warned: set[str] = field(default_factory=set)
 
+    @cached_property
+    def settings(self) -> Settings:
+        """The run's settings, typed, read from `config` once."""
+        return Settings.from_config(self.config)
+
     def note_deleted(self, user_id: int, stream: str, record_ids: t.Iterable[str]) -> None:
         """Note deletions emitted in the state (`DELETIONS_KEY`).
 
@@ -256,7 +247,7 @@ class Run:
     @cached_property
     def database(self) -> Database | None:
         """The PostgreSQL database `store_url` names, if it names one."""
-        url = self.config.get("store_url")
+        url = self.settings.store_url
         if not url:
             return None
         try:
@@ -267,15 +258,12 @@ class Run:
                 "reinstall tap-whoop with its dependencies (`pip install tap-whoop`, or "
                 "`meltano install --clean tap-whoop`)"
             ) from None
-        seconds = self.config.get("store_timeout_seconds")
-        return Database(
-            str(url), timeout=float(DEFAULT_STORE_TIMEOUT_SECONDS if seconds is None else seconds)
-        )
+        return Database(url, timeout=self.settings.store_timeout_seconds)
 
     @cached_property
     def file_token_store(self) -> TokenStore:
         """The token store file (`token_store_path`), used unless `store_url` is set."""
-        return TokenStore(self.config.get("token_store_path") or default_token_store_path())
+        return TokenStore(self.settings.token_store_path or default_token_store_path())
 
     @property
     def file_inbox_path(self) -> Path:
@@ -295,15 +283,15 @@ class Run:
     def app(self) -> WhoopApp:
         """The registered WHOOP app whose credentials every token request sends."""
         return WhoopApp(
-            client_id=self.config["client_id"],
-            client_secret=self.config["client_secret"],
-            oauth_url=self.config.get("oauth_url") or DEFAULT_OAUTH_URL,
+            client_id=self.settings.client_id,
+            client_secret=self.settings.client_secret,
+            oauth_url=self.settings.oauth_url,
         )
 
     @property
     def api_url(self) -> str:
         """The API root; pointing it elsewhere is how the sandbox is used."""
-        return str(self.config.get("api_url") or DEFAULT_API_URL).rstrip("/")
+        return self.settings.api_url
 
     @cached_property
     def members(self) -> Members:
@@ -343,7 +331,7 @@ class Run:
     def synced_members(self) -> list[tuple[str, str | None]]:
         """The configured members this process syncs: its `member_shard` of them, or all."""
         members = configured_members(self.config)
-        if (shard := member_shard(self.config.get("member_shard"))) is None:
+        if (shard := self.settings.member_shard) is None:
             return members
         index, count = shard
         mine = [(key, token) for key, token in members if shard_of(key, count) == index]
@@ -364,8 +352,8 @@ class Run:
     @cached_property
     def pacer(self) -> AppPacer:
         """The app's rate limit, shared by every stream, member and tap process of the app."""
-        app = hashlib.sha256(str(self.config["client_id"]).encode()).hexdigest()[:16]
-        ceiling = int(self.config.get("max_requests_per_minute") or DEFAULT_MAX_REQUESTS_PER_MINUTE)
+        app = hashlib.sha256(self.settings.client_id.encode()).hexdigest()[:16]
+        ceiling = self.settings.max_requests_per_minute
         if self.database is not None:
             from tap_whoop.pgstore import PostgresWindow
 
@@ -380,8 +368,7 @@ class Run:
     @cached_property
     def budget(self) -> RequestBudget:
         """What this run may still send (`max_requests_per_run`, WHOOP's day)."""
-        per_run = self.config.get("max_requests_per_run")
-        return RequestBudget(int(per_run) if per_run is not None else None)
+        return RequestBudget(self.settings.max_requests_per_run)
 
     def member_client(self, key: str) -> MemberClient:
         """Calls as member `key` outside a stream, under the policy of the streams."""
@@ -389,10 +376,8 @@ class Run:
             self.api_url,
             self.member_auth(key),
             self.pacer,
-            timeout=float(self.config.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT),
-            max_attempts=int(
-                self.config.get("max_request_attempts") or DEFAULT_MAX_REQUEST_ATTEMPTS
-            ),
+            timeout=self.settings.request_timeout,
+            max_attempts=self.settings.max_request_attempts,
         )
 
     @cached_property
@@ -428,8 +413,7 @@ class Run:
     @property
     def profile_interval(self) -> float:
         """Seconds between reads of a member's profile and body measurement."""
-        hours = self.config.get("profile_interval_hours")
-        return float(DEFAULT_PROFILE_INTERVAL_HOURS if hours is None else hours) * 3600
+        return self.settings.profile_interval_hours * 3600
 
     def admits(self, requests: float) -> str | None:
         """None when the budget holds `requests` more; else what limits it.
@@ -441,9 +425,9 @@ class Run:
         if STOP.requested:
             return "signal"
         left, limit = self.budget.room()
-        cap = self.config.get("max_history_requests_per_run")
+        cap = self.settings.max_history_requests_per_run
         if self.phase == "backfill" and cap is not None and self.history_from is not None:
-            history_left = int(cap) - (self.budget.sent - self.history_from)
+            history_left = cap - (self.budget.sent - self.history_from)
             if history_left < left:
                 left, limit = history_left, "history"
         return limit if left < requests else None
@@ -451,14 +435,12 @@ class Run:
     @property
     def webhook_retention(self) -> float:
         """Seconds an event stays in the log (`webhook_retention_days`)."""
-        days = self.config.get("webhook_retention_days")
-        return float(DEFAULT_WEBHOOK_RETENTION_DAYS if days is None else days) * 86_400
+        return self.settings.webhook_retention_days * 86_400
 
     @property
     def reconcile_interval(self) -> float:
         """Seconds between reads of a member's collections while webhooks arrive."""
-        hours = self.config.get("reconcile_interval_hours")
-        return float(DEFAULT_RECONCILE_INTERVAL_HOURS if hours is None else hours) * 3600
+        return self.settings.reconcile_interval_hours * 3600
 
     @cached_property
     def webhooks_flowing(self) -> bool:

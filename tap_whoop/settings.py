@@ -16,6 +16,7 @@ import math
 import re
 import typing as t
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlparse, urlsplit
 
 import pendulum
@@ -37,6 +38,10 @@ DEFAULT_STORE_TIMEOUT_SECONDS = 120
 DEFAULT_PROFILE_INTERVAL_HOURS = 24
 DEFAULT_WEBHOOK_HOST = "127.0.0.1"
 DEFAULT_WEBHOOK_PORT = 8787
+DEFAULT_REQUEST_TIMEOUT = 60
+"""Seconds one attempt may take, connecting and reading the whole answer included."""
+DEFAULT_MAX_REQUEST_ATTEMPTS = 8
+"""Tries per request before the run fails with the last error."""
 #: The date-times a setting or bookmark may hold: WHOOP has data from 2015 on, and a date
 #: before year 1000 draws a 400 from it (it is sent as e.g. `999-01-01T00:00:00.000Z`).
 EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
@@ -216,7 +221,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
         th.Property(
             "request_timeout",
             th.NumberType(exclusive_minimum=0, maximum=3600),
-            default=60,
+            default=DEFAULT_REQUEST_TIMEOUT,
             title="Request timeout",
             description=(
                 "Seconds one attempt of a WHOOP request may take in all, from connecting to the "
@@ -226,7 +231,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
         th.Property(
             "max_request_attempts",
             th.IntegerType(minimum=1, maximum=20),
-            default=8,
+            default=DEFAULT_MAX_REQUEST_ATTEMPTS,
             title="Max request attempts",
             description=(
                 "Attempts per WHOOP request (timeouts, 5xx, 429) before the run fails; with the "
@@ -840,3 +845,96 @@ def unknown_settings(config: t.Mapping[str, t.Any], known: t.Collection[str]) ->
         hint = f"; did you mean `{close[0]}`?" if close else " (see `tap-whoop --about`)"
         warnings.append(f"`{name}` is not a tap-whoop setting{hint}")
     return warnings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings a run uses, typed, with their defaults: the one reader of the raw config.
+
+    Built once from a config the schema and `settings_errors` accepted; a setting left out (or
+    null) takes its default here and nowhere else.
+    """
+
+    client_id: str = ""
+    client_secret: str = ""
+    api_url: str = DEFAULT_API_URL
+    oauth_url: str = DEFAULT_OAUTH_URL
+    start_date: datetime.datetime | None = None
+    end_date: datetime.datetime | None = None
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE
+    max_requests_per_run: int | None = None
+    max_history_requests_per_run: int | None = None
+    profile_interval_hours: float = DEFAULT_PROFILE_INTERVAL_HOURS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_request_attempts: int = DEFAULT_MAX_REQUEST_ATTEMPTS
+    per_cycle_streams: bool = False
+    reconcile_interval_hours: float = DEFAULT_RECONCILE_INTERVAL_HOURS
+    webhook_retention_days: float = DEFAULT_WEBHOOK_RETENTION_DAYS
+    webhook_host: str = DEFAULT_WEBHOOK_HOST
+    webhook_port: int = DEFAULT_WEBHOOK_PORT
+    token_store_path: str | None = None
+    store_url: str | None = None
+    store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS
+    member_shard: tuple[int, int] | None = None
+    cycle_ids: tuple[str, ...] = ()
+    sleep_ids: tuple[str, ...] = ()
+    workout_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
+        """The typed settings of `config`."""
+
+        def given(name: str) -> t.Any:
+            value = config.get(name)
+            return None if value is None or value == "" else value
+
+        def number(name: str, kind: type, default: t.Any) -> t.Any:
+            value = given(name)
+            return default if value is None else kind(value)
+
+        def time(name: str) -> datetime.datetime | None:
+            value = given(name)
+            return parse_time(str(value)) if value is not None else None
+
+        def ids(name: str) -> tuple[str, ...]:
+            return tuple(str(value) for value in given(name) or ())
+
+        per_run, history = given("max_requests_per_run"), given("max_history_requests_per_run")
+        return cls(
+            client_id=str(given("client_id") or ""),
+            client_secret=str(given("client_secret") or ""),
+            api_url=str(given("api_url") or DEFAULT_API_URL).rstrip("/"),
+            oauth_url=str(given("oauth_url") or DEFAULT_OAUTH_URL),
+            start_date=time("start_date"),
+            end_date=time("end_date"),
+            lookback_days=number("lookback_days", int, DEFAULT_LOOKBACK_DAYS),
+            max_requests_per_minute=number(
+                "max_requests_per_minute", int, DEFAULT_MAX_REQUESTS_PER_MINUTE
+            ),
+            max_requests_per_run=int(per_run) if per_run is not None else None,
+            max_history_requests_per_run=int(history) if history is not None else None,
+            profile_interval_hours=number(
+                "profile_interval_hours", float, DEFAULT_PROFILE_INTERVAL_HOURS
+            ),
+            request_timeout=number("request_timeout", float, DEFAULT_REQUEST_TIMEOUT),
+            max_request_attempts=number("max_request_attempts", int, DEFAULT_MAX_REQUEST_ATTEMPTS),
+            per_cycle_streams=bool(given("per_cycle_streams")),
+            reconcile_interval_hours=number(
+                "reconcile_interval_hours", float, DEFAULT_RECONCILE_INTERVAL_HOURS
+            ),
+            webhook_retention_days=number(
+                "webhook_retention_days", float, DEFAULT_WEBHOOK_RETENTION_DAYS
+            ),
+            webhook_host=str(given("webhook_host") or DEFAULT_WEBHOOK_HOST),
+            webhook_port=number("webhook_port", int, DEFAULT_WEBHOOK_PORT),
+            token_store_path=given("token_store_path"),
+            store_url=given("store_url"),
+            store_timeout_seconds=number(
+                "store_timeout_seconds", float, DEFAULT_STORE_TIMEOUT_SECONDS
+            ),
+            member_shard=member_shard(given("member_shard")),
+            cycle_ids=ids("cycle_ids"),
+            sleep_ids=ids("sleep_ids"),
+            workout_ids=ids("workout_ids"),
+        )

@@ -261,7 +261,7 @@ class CycleChildStream(WhoopStream):
     @property
     def enabled(self) -> bool:
         """Whether `per_cycle_streams` asks for the per-cycle streams."""
-        return bool(self.config.get("per_cycle_streams"))
+        return self.settings.per_cycle_streams
 
     @property
     def requests_per_record(self) -> int:
@@ -305,24 +305,29 @@ class SleepForCycleStream(CycleChildStream):
 class ByIdStream(MemberStream):
     """Records named in a setting, one request each; an id WHOOP does not know is a warning."""
 
-    ids_setting: str
+    ids_setting: t.Literal["cycle_ids", "sleep_ids", "workout_ids"]
     selected_by_default = False
     missing_is_empty = True
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The record ids of the setting (`ids_setting`)."""
+        return t.cast("tuple[str, ...]", getattr(self.settings, self.ids_setting))
 
     def probe_context(
         self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
     ) -> Context | str:
         """The first id of the setting."""
-        ids = self.config.get(self.ids_setting) or []
+        ids = self.ids
         return {**context, "record_id": ids[0]} if ids else f"no {self.ids_setting}"
 
     def estimated_requests(self, days: float) -> int:
         """One per configured id, whatever the window."""
-        return len(self.config.get(self.ids_setting) or [])
+        return len(self.ids)
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Each configured id, as this member."""
-        for record_id in self.config.get(self.ids_setting) or []:
+        for record_id in self.ids:
             found = False
             for record in super().get_records({**(context or {}), "record_id": record_id}):
                 found = True

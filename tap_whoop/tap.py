@@ -29,6 +29,7 @@ from tap_whoop.run import DELETIONS_KEY, Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
     MAX_JSON_DEPTH,
+    Settings,
     bookmark_problem,
     deeper_than,
     forgiven,
@@ -255,9 +256,9 @@ class TapWhoop(Tap):
 
     def _refuse_a_budget_below_one_member(self) -> None:
         """A `max_requests_per_run` below one member's incremental run: no run could end well."""
-        cap = self.config.get("max_requests_per_run")
+        cap = self.run.settings.max_requests_per_run
         least = self.run.incremental_cost + self.run.details_cost
-        if cap is not None and int(cap) < self.run.incremental_cost:
+        if cap is not None and cap < self.run.incremental_cost:
             raise ConfigError(
                 f"max_requests_per_run ({cap}) is below one member's incremental run (about "
                 f"{self.run.incremental_cost} requests, {least} with the profile and body "
@@ -267,7 +268,7 @@ class TapWhoop(Tap):
 
     def _warn_of_a_history_the_budget_never_reaches(self) -> None:
         """`max_requests_per_run` spent on new records alone: the history would never be read."""
-        cap = self.config.get("max_requests_per_run")
+        cap = self.run.settings.max_requests_per_run
         if cap is None or self.run.admits(1) != "run":
             return
         members = len(self.run.members)
@@ -338,7 +339,7 @@ class TapWhoop(Tap):
         per-cycle stream.
         """
         selected = [stream for stream in self.streams.values() if stream.selected]
-        days = float(self.config.get("lookback_days", 0)) + 1
+        days = self.run.settings.lookback_days + 1
         collections = sum(
             t.cast("WhoopStream", stream).estimated_requests(days)
             if isinstance(stream, CycleChildStream)
@@ -356,7 +357,7 @@ class TapWhoop(Tap):
                 "history still to read for %d member(s) (%s): the next run continues it, newest "
                 "first, after every member's new records",
                 len(left),
-                _limits(set(left.values()), self.config),
+                _limits(set(left.values()), self.run.settings),
             )
 
     def _raise_if_deferred(self) -> None:
@@ -378,7 +379,7 @@ class TapWhoop(Tap):
             at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
             resume = f"resume after {at:%Y-%m-%d %H:%M} UTC (in {seconds / 3600:.1f} h)"
         raise QuotaExhaustedError(
-            f"{_limits(limits, self.config)}: {what}; state was saved, {resume}"
+            f"{_limits(limits, self.run.settings)}: {what}; state was saved, {resume}"
         )
 
     def _rest_members_between_reconciliations(self, collections: list[CollectionStream]) -> None:
@@ -469,15 +470,15 @@ class TapWhoop(Tap):
         tap.sync_members()
 
 
-def _limits(limits: set[str], config: t.Mapping[str, t.Any]) -> str:
+def _limits(limits: set[str], settings: Settings) -> str:
     """What stopped a run's reading, in words."""
     said = []
     if "day" in limits:
         said.append("WHOOP's daily request quota for this app is nearly spent")
     if "run" in limits:
-        said.append(f"max_requests_per_run ({config.get('max_requests_per_run')}) was reached")
+        said.append(f"max_requests_per_run ({settings.max_requests_per_run}) was reached")
     if "history" in limits:
-        cap = config.get("max_history_requests_per_run")
+        cap = settings.max_history_requests_per_run
         said.append(f"max_history_requests_per_run ({cap}) was reached")
     if "signal" in limits:
         said.append("a signal asked the run to stop")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import os
 import secrets
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CLIENT_ID, CLIENT_SECRET, catalog_selecting
 
+from tap_whoop.settings import CONFIG_SCHEMA, Settings
 from tap_whoop.tap import TapWhoop
 
 if t.TYPE_CHECKING:
@@ -228,3 +231,30 @@ def test_a_drill_down_without_its_cycles_fails_in_one_line(
 
     assert_fails_in_one_line(result, ("recovery_for_cycle", "cycles"))
     assert_nothing_requested(sandbox)
+
+
+def test_settings_are_typed_and_take_the_schemas_defaults_when_left_out() -> None:
+    """One typed reading of the config: every default is the schema's, none is restated."""
+    settings = Settings.from_config({"client_id": "app", "client_secret": "s"})
+    for name, spec in CONFIG_SCHEMA["properties"].items():
+        if "default" in spec and hasattr(settings, name):
+            assert getattr(settings, name) == spec["default"], name
+    given = Settings.from_config(
+        {
+            "start_date": "2024-01-01",
+            "end_date": "2024-02-01T00:00:00Z",
+            "lookback_days": "5",
+            "max_requests_per_run": 40,
+            "member_shard": "1/4",
+            "cycle_ids": [93845, "1002"],
+            "api_url": "http://127.0.0.1:9/developer/",
+        }
+    )
+    assert given.start_date == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    assert given.end_date == datetime.datetime(2024, 2, 1, tzinfo=datetime.timezone.utc)
+    assert (given.lookback_days, given.max_requests_per_run) == (5, 40)
+    assert given.member_shard == (1, 4)
+    assert given.cycle_ids == ("93845", "1002")
+    assert given.api_url == "http://127.0.0.1:9/developer"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        given.lookback_days = 1  # type: ignore[misc]
