@@ -28,7 +28,7 @@ from pathlib import Path
 
 import _common as c
 
-from tap_whoop.inbox import Event, SqliteInbox
+from tap_whoop.stores.inbox import Event, SqliteInbox
 
 HISTORY_DAYS = 30
 

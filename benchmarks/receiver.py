@@ -26,9 +26,9 @@ from pathlib import Path
 import _common as c
 import requests
 
-from tap_whoop.auth import TokenStore
 from tap_whoop.run import Run
-from tap_whoop.webhooks import (
+from tap_whoop.stores.file import TokenStore
+from tap_whoop.webhooks.receiver import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WEBHOOK_PATH,

@@ -59,7 +59,7 @@ CEILING = 100
 """The tap's `max_requests_per_minute`, for all workers together."""
 WINDOW_SECONDS = 60.0
 MARGIN_SECONDS = ACCESS_TOKEN_TTL / 10
-"""The tap refreshes a token within its last tenth of life (`tap_whoop.auth._margin`)."""
+"""The tap refreshes a token within its last tenth of life (`tap_whoop.oauth.member._margin`)."""
 EARLY_TOLERANCE_SECONDS = 0.25
 """A refresh counts as early when the token it replaced had more than margin + this left."""
 TIMEOUT_SECONDS = 480

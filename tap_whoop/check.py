@@ -20,8 +20,8 @@ from tap_whoop.errors import FIX, Fix, MemberError, MissingScopeError, TapWhoopE
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from tap_whoop.client import WhoopStream
     from tap_whoop.run import Member, Run
+    from tap_whoop.streams.base import WhoopStream
 
 
 class CredentialCheckError(TapWhoopError):

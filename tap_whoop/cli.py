@@ -22,7 +22,6 @@ import requests
 from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 
-from tap_whoop.auth import new_state
 from tap_whoop.consent import (
     CALLBACK_PATH,
     DEFAULT_REDIRECT_URI,
@@ -34,7 +33,7 @@ from tap_whoop.consent import (
     revoke_member,
 )
 from tap_whoop.errors import ConfigError, Invocation, TapWhoopError
-from tap_whoop.inbox import SqliteInbox
+from tap_whoop.oauth.app import new_state
 from tap_whoop.run import Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
@@ -46,6 +45,7 @@ from tap_whoop.settings import (
     unknown_settings,
     validated,
 )
+from tap_whoop.stores.inbox import SqliteInbox
 from tap_whoop.tap import CONFIG_FILES, TapWhoop
 
 
@@ -351,7 +351,7 @@ def webhooks(
     reads the records they name on its next run. See docs/webhooks.md. Stopped by a signal, it
     exits 128 + its number (143, 130), as the tap does.
     """
-    from tap_whoop.webhooks import serve  # its server and HTTP parsing load for it alone
+    from tap_whoop.webhooks.receiver import serve  # its server and HTTP parsing load for it alone
 
     run = _run(ctx, configs)
     _log_service()
@@ -453,7 +453,7 @@ def copy_store(
     refused (see --overwrite). Stop the tap's schedules and `tap-whoop webhooks` first, then set
     store_url everywhere.
     """
-    from tap_whoop.pgstore import Database, copy_file_store
+    from tap_whoop.stores.postgres import Database, copy_file_store
 
     run = _run(ctx, configs)
     url = target or run.settings.store_url

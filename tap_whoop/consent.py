@@ -21,11 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_whoop.auth import READ_SCOPES, describe_status, store_consent
 from tap_whoop.errors import FIX, Fix, MemberError, ReauthorizeError, TapWhoopError
 from tap_whoop.http import MemberClient
+from tap_whoop.oauth.app import READ_SCOPES, describe_status
+from tap_whoop.oauth.member import store_consent
 from tap_whoop.settings import configured_members
-from tap_whoop.streams import ProfileStream
+from tap_whoop.streams.endpoints import ProfileStream
 
 if t.TYPE_CHECKING:
     from tap_whoop.run import Run

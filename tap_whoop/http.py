@@ -36,7 +36,6 @@ from pyrate_limiter import (
 from singer_sdk.authenticators import APIAuthenticatorBase
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_whoop.auth import describe_status
 from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import (
     ConfigError,
@@ -45,6 +44,7 @@ from tap_whoop.errors import (
     ReauthorizeError,
     TapWhoopError,
 )
+from tap_whoop.oauth.app import describe_status
 from tap_whoop.settings import (
     DEFAULT_API_URL,
     DEFAULT_MAX_REQUEST_ATTEMPTS,
@@ -56,7 +56,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator
     from pathlib import Path
 
-    from tap_whoop.auth import MemberAuth
+    from tap_whoop.oauth.member import MemberAuth
 
 DAILY_WINDOW_THRESHOLD_SECONDS = 120
 """Without a `window=` list in WHOOP's headers, a reset further away than this is the day's."""
@@ -96,7 +96,7 @@ class StaleTokenError(RetriableAPIError):
 
 
 class SharedWindow(t.Protocol):
-    """A sliding request window kept outside the process (`tap_whoop.pgstore.PostgresWindow`)."""
+    """A sliding request window kept outside the process (`stores.postgres.PostgresWindow`)."""
 
     def acquire(self) -> None:
         """Block until the window has room for one more request, and take it."""

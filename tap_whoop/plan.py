@@ -12,10 +12,10 @@ import typing as t
 from dataclasses import dataclass
 
 from tap_whoop import clock
-from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.http import DAILY_RESERVE
 from tap_whoop.settings import parse_time
-from tap_whoop.streams import (
+from tap_whoop.streams.base import CollectionStream, WhoopStream
+from tap_whoop.streams.endpoints import (
     BodyMeasurementStream,
     CycleChildStream,
     CyclesStream,

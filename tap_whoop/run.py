@@ -2,7 +2,7 @@
 
 The app, the token store, the members, the pacer and the API root: the streams, `--test`,
 `auth` and `revoke` are handed them. The token store, the inbox and the pacer's window are files
-beside each other, or, with `store_url`, tables in PostgreSQL (`tap_whoop.pgstore`).
+beside each other, or, with `store_url`, tables in PostgreSQL (`tap_whoop.stores.postgres`).
 """
 
 from __future__ import annotations
@@ -15,28 +15,24 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from tap_whoop.auth import (
-    IDENTITY_UNVERIFIED,
-    MemberAuth,
-    TokenStorage,
-    TokenStore,
-    WhoopApp,
-    default_token_store_path,
-)
 from tap_whoop.errors import FIX, ConfigError, Fix, Invocation, MemberError, MembersFailedError
 from tap_whoop.http import (
     AppPacer,
     MemberClient,
     RequestBudget,
 )
-from tap_whoop.inbox import Inbox, SqliteInbox
+from tap_whoop.oauth.app import WhoopApp
+from tap_whoop.oauth.member import MemberAuth
 from tap_whoop.settings import DEFAULT_MEMBER, Settings, configured_members, shard_of
 from tap_whoop.stop import STOP
+from tap_whoop.stores.file import TokenStore, default_token_store_path
+from tap_whoop.stores.inbox import Inbox, SqliteInbox
+from tap_whoop.stores.tokens import IDENTITY_UNVERIFIED, TokenStorage
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from tap_whoop.pgstore import Database
+    from tap_whoop.stores.postgres import Database
 
 logger = logging.getLogger("tap-whoop")
 
@@ -251,7 +247,9 @@ class Run:
         if not url:
             return None
         try:
-            from tap_whoop.pgstore import Database  # psycopg loads only for runs that use it
+            from tap_whoop.stores.postgres import (
+                Database,  # psycopg loads only for runs that use it
+            )
         except ImportError as exc:
             raise ConfigError(
                 f"store_url needs the PostgreSQL driver psycopg, which cannot be loaded ({exc}); "
@@ -274,7 +272,7 @@ class Run:
     def token_store(self) -> TokenStorage:
         """Where every member's rotated tokens live between runs."""
         if self.database is not None:
-            from tap_whoop.pgstore import PostgresTokenStore
+            from tap_whoop.stores.postgres import PostgresTokenStore
 
             return PostgresTokenStore(self.database)
         return self.file_token_store
@@ -355,7 +353,7 @@ class Run:
         app = hashlib.sha256(self.settings.client_id.encode()).hexdigest()[:16]
         ceiling = self.settings.max_requests_per_minute
         if self.database is not None:
-            from tap_whoop.pgstore import PostgresWindow
+            from tap_whoop.stores.postgres import PostgresWindow
 
             window = PostgresWindow(self.database, app, ceiling)
             return AppPacer(ceiling, shared_window=window, budget=self.budget)
@@ -384,7 +382,7 @@ class Run:
     def inbox(self) -> Inbox:
         """The webhook inbox and the ledger of emitted records, beside the token store."""
         if self.database is not None:
-            from tap_whoop.pgstore import PostgresInbox
+            from tap_whoop.stores.postgres import PostgresInbox
 
             return PostgresInbox(self.database)
         return SqliteInbox(self.file_token_store.beside(self.file_inbox_path.name))
@@ -396,7 +394,7 @@ class Run:
         WHOOP allows a delivery a second; a 503 within it is retried, a late 2xx is not seen.
         """
         if self.database is not None:
-            from tap_whoop.pgstore import Database, PostgresInbox
+            from tap_whoop.stores.postgres import Database, PostgresInbox
 
             return PostgresInbox(
                 Database(

@@ -22,8 +22,6 @@ from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop import clock, stop
 from tap_whoop.check import check_credentials
-from tap_whoop.client import CollectionStream, WhoopStream
-from tap_whoop.drain import WEBHOOKS_KEY, drain_inbox
 from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
 from tap_whoop.run import DELETIONS_KEY, Run
 from tap_whoop.settings import (
@@ -41,10 +39,12 @@ from tap_whoop.settings import (
     validated,
 )
 from tap_whoop.stop import STOP
-from tap_whoop.streams import STREAM_TYPES, CycleChildStream, ProfileStream
+from tap_whoop.streams.base import CollectionStream, WhoopStream
+from tap_whoop.streams.endpoints import STREAM_TYPES, CycleChildStream, ProfileStream
+from tap_whoop.webhooks.drain import WEBHOOKS_KEY, drain_inbox
 
 if t.TYPE_CHECKING:
-    from tap_whoop.client import WhoopStream
+    from tap_whoop.streams.base import WhoopStream
 
 logger = logging.getLogger("tap-whoop")
 

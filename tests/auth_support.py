@@ -11,7 +11,9 @@ from pathlib import Path
 
 import requests
 
-from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp
+from tap_whoop.oauth.app import WhoopApp
+from tap_whoop.oauth.member import MemberAuth
+from tap_whoop.stores.file import TokenStore
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
 if t.TYPE_CHECKING:

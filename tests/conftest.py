@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tap_whoop.client import CollectionStream, WhoopStream
 from tap_whoop.clock import NOW_ENV
 from tap_whoop.stop import STOP
+from tap_whoop.streams.base import CollectionStream, WhoopStream
 from tap_whoop.tap import TapWhoop
 from whoop_sandbox import Sandbox, SandboxServer
 

@@ -22,9 +22,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tap_whoop import auth as auth_module
-from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp, fingerprint
 from tap_whoop.errors import ConfigError, MembersFailedError, TapWhoopError, TokenStoreError
+from tap_whoop.oauth import app as oauth_app
+from tap_whoop.oauth import member as oauth_member
+from tap_whoop.oauth.app import WhoopApp
+from tap_whoop.oauth.member import MemberAuth
+from tap_whoop.stores.file import TokenStore
+from tap_whoop.stores.tokens import fingerprint
 from tests.auth_support import (
     TAP_WHOOP,
     catalog_file,
@@ -208,7 +212,7 @@ def test_a_rotated_token_that_cannot_be_saved_stops_the_run_before_any_data_requ
         raise TokenStoreError(f"cannot write token store {store.path}: No space left on device")
 
     monkeypatch.setattr(TokenStore, "put", failing)
-    monkeypatch.setattr(auth_module, "PERSIST_ATTEMPTS", 2)
+    monkeypatch.setattr(oauth_member, "PERSIST_ATTEMPTS", 2)
     result = run_tap(config, select=PROFILE)
     assert isinstance(result.error, TokenStoreError)
     message = str(result.error)
@@ -387,7 +391,7 @@ def test_a_token_response_without_a_refresh_token_keeps_the_old_one(
 def test_a_refresh_whose_answer_is_lost_is_not_sent_again(
     sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth_module, "OAUTH_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(oauth_app, "OAUTH_TIMEOUT_SECONDS", 0.3)
     monkeypatch.setattr(sandbox, "fault_delay", 0.8)
     sandbox.inject_fault(TOKEN_PATH, "timeout")
     result = run_tap(config, select=PROFILE)
@@ -404,7 +408,7 @@ def test_an_unreachable_token_endpoint_is_retried_because_nothing_was_spent(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     waits: list[float] = []
-    monkeypatch.setattr(auth_module.time, "sleep", waits.append)
+    monkeypatch.setattr(oauth_app.time, "sleep", waits.append)
     app = WhoopApp(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{port}/oauth/oauth2")
     with pytest.raises(TapWhoopError, match="nothing was spent"):
         app.refresh("a-refresh-token", "default")

@@ -17,14 +17,14 @@ import pytest
 from conftest import COLLECTIONS, PAST, run_tap, tap_config
 from jsonschema import Draft7Validator
 
-from tap_whoop.drain import WEBHOOKS_KEY
-from tap_whoop.inbox import Event, LedgerRow, SqliteInbox
+from tap_whoop.stores.inbox import Event, LedgerRow, SqliteInbox
 from tap_whoop.tap import TapWhoop
+from tap_whoop.webhooks.drain import WEBHOOKS_KEY
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tap_whoop.client import CollectionStream
+    from tap_whoop.streams.base import CollectionStream
     from whoop_sandbox import Sandbox
 
 

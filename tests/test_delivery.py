@@ -21,9 +21,9 @@ from pathlib import Path
 
 from conftest import PAST, members_config, run_tap, tap_config
 
-from tap_whoop.drain import MAX_EVENT_TRIES, WEBHOOKS_KEY
-from tap_whoop.inbox import Event, LedgerRow
 from tap_whoop.run import Run
+from tap_whoop.stores.inbox import Event, LedgerRow
+from tap_whoop.webhooks.drain import MAX_EVENT_TRIES, WEBHOOKS_KEY
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable

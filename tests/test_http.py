@@ -26,8 +26,8 @@ from conftest import (
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_whoop import http
-from tap_whoop.client import WhoopStream
 from tap_whoop.errors import MembersFailedError, QuotaExhaustedError
+from tap_whoop.streams.base import WhoopStream
 from tap_whoop.tap import DAY_SPENT_KEY
 from whoop_sandbox import READ_SCOPES
 

@@ -11,8 +11,8 @@ import typing as t
 from conftest import PAST, members_config, run_tap
 from singer_sdk.exceptions import RetriableAPIError
 
-from tap_whoop.client import FAILING_IN_A_ROW_ENDS_THE_RUN
 from tap_whoop.errors import MembersFailedError
+from tap_whoop.streams.base import FAILING_IN_A_ROW_ENDS_THE_RUN
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable

@@ -18,7 +18,7 @@ WEB = {"flask", "werkzeug", "waitress"}
 #: The webhook receiver's server and request parsing: a plain install has them (one command
 #: installs the receiver), and only its module imports them, so a sync never loads them.
 RECEIVER = {"werkzeug", "waitress"}
-RECEIVER_MODULE = "tap_whoop/webhooks.py"
+RECEIVER_MODULE = "tap_whoop/webhooks/receiver.py"
 NEEDS_FLASK = "tap-whoop-sandbox: error: the sandbox needs Flask: pip install 'tap-whoop[sandbox]'"
 
 # Loads the sandbox CLI as the installed `tap-whoop-sandbox` script does, on a Python where

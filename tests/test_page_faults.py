@@ -28,12 +28,12 @@ from conftest import (
 )
 from pyrate_limiter import RateItem, SQLiteBucket
 
-from tap_whoop import auth as auth_module
-from tap_whoop.client import MAX_EMPTY_PAGES_IN_A_ROW
 from tap_whoop.deadline import DeadlineAdapter
 from tap_whoop.errors import MembersFailedError, TapWhoopError
 from tap_whoop.http import AppPacer
+from tap_whoop.oauth import app as oauth_app
 from tap_whoop.settings import parse_time
+from tap_whoop.streams.base import MAX_EMPTY_PAGES_IN_A_ROW
 from whoop_sandbox import Sandbox
 
 if t.TYPE_CHECKING:
@@ -414,7 +414,7 @@ def test_an_answer_trickling_even_its_headers_is_cut_at_the_deadline() -> None:
 def test_a_trickling_token_endpoint_fails_the_member_at_the_deadline(
     sandbox: Sandbox, config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth_module, "OAUTH_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(oauth_app, "OAUTH_TIMEOUT_SECONDS", 1)
     sandbox.inject_fault("/oauth/oauth2/token", "trickle", 1)
     started = time.monotonic()
     result = run_tap(config)

@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tap_whoop import auth as auth_module
-from tap_whoop.auth import MemberAuth, WhoopApp, fingerprint
 from tap_whoop.errors import ConfigError, MembersFailedError, TapWhoopError, TokenStoreError
-from tap_whoop.inbox import Event, LedgerRow
+from tap_whoop.oauth import member as oauth_member
+from tap_whoop.oauth.app import WhoopApp
+from tap_whoop.oauth.member import MemberAuth
 from tap_whoop.run import Run
+from tap_whoop.stores.inbox import Event, LedgerRow
+from tap_whoop.stores.tokens import fingerprint
 from tests.auth_support import (
     TAP_WHOOP,
     catalog_file,
@@ -155,7 +157,7 @@ def test_a_rotated_token_that_cannot_be_saved_stops_the_run_before_any_data_requ
         raise TokenStoreError(f"cannot write token store {store.path}: the disk is full")
 
     monkeypatch.setattr(type(backend.store(config)), "put", failing)
-    monkeypatch.setattr(auth_module, "PERSIST_ATTEMPTS", 2)
+    monkeypatch.setattr(oauth_member, "PERSIST_ATTEMPTS", 2)
     result = run_tap(config, select=PROFILE)
     assert isinstance(result.error, TokenStoreError)
     message = str(result.error)
@@ -464,9 +466,9 @@ def test_a_401_waits_for_a_refresh_another_process_holds_the_lock_for_and_adopts
 
 KILLED_AFTER_TOKEN_RESPONSE = """
 import os, signal, sys
-from tap_whoop import auth
-request = auth.WhoopApp._token_request
-auth.WhoopApp._token_request = lambda self, *a: (request(self, *a), os.kill(os.getpid(), 9))
+from tap_whoop.oauth import app as oauth_app
+request = oauth_app.WhoopApp._token_request
+oauth_app.WhoopApp._token_request = lambda self, *a: (request(self, *a), os.kill(os.getpid(), 9))
 sys.argv[0] = "tap-whoop"
 from tap_whoop.cli import main
 main()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tap_whoop.drain import WEBHOOKS_KEY
 from tap_whoop.errors import TokenStoreError
-from tap_whoop.inbox import Event, SqliteInbox
 from tap_whoop.run import Run
+from tap_whoop.stores.inbox import Event, SqliteInbox
+from tap_whoop.webhooks.drain import WEBHOOKS_KEY
 from tests.auth_support import (
     catalog_file,
     error_line,

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tap_whoop import auth as auth_module
-from tap_whoop.auth import MemberAuth, TokenStore, WhoopApp
+from tap_whoop.oauth.app import WhoopApp
+from tap_whoop.oauth.member import MemberAuth
+from tap_whoop.stores import file as file_store
+from tap_whoop.stores.file import TokenStore
 from tests.auth_support import (
     TAP_WHOOP,
     catalog_file,
@@ -106,17 +108,18 @@ def run_killed(args: list[str], kill_after: str) -> subprocess.CompletedProcess[
     """
     script = f"""
 import os, signal, sys
-from tap_whoop import auth
+from tap_whoop.oauth import app as oauth_app
+from tap_whoop.stores import file as file_store
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 if {kill_after!r} == "token_response":
-    request = auth.WhoopApp._token_request
-    auth.WhoopApp._token_request = lambda self, *a: (request(self, *a), die())
+    request = oauth_app.WhoopApp._token_request
+    oauth_app.WhoopApp._token_request = lambda self, *a: (request(self, *a), die())
 else:
-    put = auth.TokenStore.put
+    put = file_store.TokenStore.put
     def dying_put(self, key, entry):
         os.replace = die
         put(self, key, entry)
-    auth.TokenStore.put = dying_put
+    file_store.TokenStore.put = dying_put
 sys.argv[0] = "tap-whoop"
 from tap_whoop.cli import main
 main()
@@ -435,7 +438,7 @@ def test_a_store_that_cannot_be_made_private_is_reported_once_with_why(
     def refused(*args: t.Any, **kwargs: t.Any) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(auth_module.os, "chmod", refused)
+    monkeypatch.setattr(file_store.os, "chmod", refused)
     store = TokenStore(path)
     with caplog.at_level(logging.WARNING, logger="tap-whoop.auth"):
         for _ in range(3):

@@ -25,15 +25,15 @@ import psycopg
 import pytest
 import requests
 
-from tap_whoop import auth as auth_module
-from tap_whoop import pgstore
-from tap_whoop.auth import MemberAuth
 from tap_whoop.errors import TokenStoreError
 from tap_whoop.http import AppPacer
-from tap_whoop.inbox import Event
-from tap_whoop.pgstore import SCHEMA_VERSION, Database, PostgresTokenStore, PostgresWindow
+from tap_whoop.oauth.member import MemberAuth
 from tap_whoop.run import Run
-from tap_whoop.webhooks import WEBHOOK_PATH, Receiver, WebhookServer
+from tap_whoop.stores import postgres as pgstore
+from tap_whoop.stores import tokens as token_rules
+from tap_whoop.stores.inbox import Event
+from tap_whoop.stores.postgres import SCHEMA_VERSION, Database, PostgresTokenStore, PostgresWindow
+from tap_whoop.webhooks.receiver import WEBHOOK_PATH, Receiver, WebhookServer
 from tests.auth_support import (
     catalog_file,
     cli_env,
@@ -151,7 +151,7 @@ def test_a_refresh_touches_its_members_row_alone_and_waits_for_no_other_member(
     bob_before = query(
         url, "SELECT entry::text, updated_at FROM tap_whoop_tokens WHERE member = 'bob'"
     )
-    monkeypatch.setattr(auth_module, "LOCK_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(token_rules, "LOCK_TIMEOUT_SECONDS", 1)
     holder = _hold_member_lock(url, "bob")
     try:
         MemberAuth("default", config["refresh_token"], store, run.app).access_token()
@@ -174,7 +174,7 @@ def test_a_killed_lock_holder_never_blocks_the_others(config: dict[str, t.Any]) 
     script = """
 import json, os, sys
 from tap_whoop.run import Run
-from tap_whoop.webhooks import WEBHOOK_PATH, Receiver, WebhookServer
+from tap_whoop.webhooks.receiver import WEBHOOK_PATH, Receiver, WebhookServer
 store = Run(json.loads(sys.argv[1])).token_store
 with store.locked():
     print("locked", flush=True)
@@ -191,7 +191,7 @@ with store.locked():
 
 KILLED_BEFORE_COMMIT = """
 import os, sys
-from tap_whoop import pgstore
+from tap_whoop.stores import postgres as pgstore
 pgstore.PostgresTokenStore.put = lambda self, key, entry: os.kill(os.getpid(), 9)
 sys.argv[0] = "tap-whoop"
 from tap_whoop.cli import main

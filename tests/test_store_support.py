@@ -36,7 +36,7 @@ if t.TYPE_CHECKING:
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Barrier
 
-    from tap_whoop.auth import TokenStorage
+    from tap_whoop.stores.tokens import TokenStorage
     from whoop_sandbox import Sandbox
 
 DEFAULT_POSTGRES_URL = "postgresql://tap_whoop:tap_whoop@127.0.0.1:5432/tap_whoop"

@@ -26,9 +26,9 @@ from conftest import (
 )
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_whoop.client import NextTokenPaginator, is_final
 from tap_whoop.errors import MembersFailedError
 from tap_whoop.settings import parse_time
+from tap_whoop.streams.base import NextTokenPaginator, is_final
 from tap_whoop.tap import TapWhoop
 
 if t.TYPE_CHECKING:

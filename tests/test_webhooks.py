@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tap_whoop.auth import TokenStore
 from tap_whoop.errors import TokenStoreError
-from tap_whoop.inbox import EVENT_TYPES, SqliteInbox
 from tap_whoop.run import Run
-from tap_whoop.webhooks import (
+from tap_whoop.stores.file import TokenStore
+from tap_whoop.stores.inbox import EVENT_TYPES, SqliteInbox
+from tap_whoop.webhooks.receiver import (
     HEALTH_PATH,
     MAX_BODY_BYTES,
     MEMBERS_REREAD_SECONDS,

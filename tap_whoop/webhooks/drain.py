@@ -31,10 +31,10 @@ from tap_whoop.settings import parse_time
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from tap_whoop.client import CollectionStream
     from tap_whoop.http import MemberClient
-    from tap_whoop.inbox import Event
     from tap_whoop.run import Member, Run
+    from tap_whoop.stores.inbox import Event
+    from tap_whoop.streams.base import CollectionStream
 
 logger = logging.getLogger("tap-whoop")
 

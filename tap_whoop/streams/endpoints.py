@@ -10,11 +10,12 @@ import datetime
 import math
 import typing as t
 
-from tap_whoop import clock, schemas
-from tap_whoop.client import CollectionStream, WhoopStream, now_iso
+from tap_whoop import clock
 from tap_whoop.errors import MemberError
-from tap_whoop.inbox import LedgerRow
 from tap_whoop.settings import parse_time
+from tap_whoop.stores.inbox import LedgerRow
+from tap_whoop.streams import schemas
+from tap_whoop.streams.base import CollectionStream, WhoopStream, now_iso
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable

@@ -2,13 +2,13 @@
 
 The receiver (`tap-whoop webhooks`) appends every delivery to a log (a trace id once); events
 are pruned by age only. Each pipeline keeps its own position in the log in its Singer state
-(`tap_whoop.drain`), so an event counts as passed on only once a target has committed the state
+(`webhooks.drain`), so an event counts as passed on only once a target has committed the state
 after it, and two pipelines each get every event. The ledger is what the tap has emitted per
 member and stream: a full refresh compares it with what WHOOP still has, and a deleted sleep's
 recovery finds its cycle in it.
 
 `Inbox` is the interface; `SqliteInbox` is the embedded backend, a file beside the token store;
-`tap_whoop.pgstore.PostgresInbox` keeps the same in PostgreSQL (the `store_url` setting).
+`tap_whoop.stores.postgres.PostgresInbox` keeps the same in PostgreSQL (the `store_url` setting).
 """
 
 from __future__ import annotations

@@ -36,15 +36,15 @@ from waitress.server import BaseWSGIServer, create_server
 from werkzeug.wrappers import Request, Response
 
 from tap_whoop.errors import TapWhoopError, TokenStoreError
-from tap_whoop.inbox import EVENT_TYPES, Event
 from tap_whoop.settings import DEFAULT_WEBHOOK_HOST, DEFAULT_WEBHOOK_PORT
+from tap_whoop.stores.inbox import EVENT_TYPES, Event
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import FrameType
 
-    from tap_whoop.inbox import Inbox
     from tap_whoop.run import Run
+    from tap_whoop.stores.inbox import Inbox
 
     StartResponse = Callable[..., t.Any]
 

@@ -32,9 +32,9 @@ from tap_whoop.http import (
     log_retry,
     wait_generator,
 )
-from tap_whoop.inbox import LedgerRow
 from tap_whoop.settings import Settings, parse_time
 from tap_whoop.stop import STOP
+from tap_whoop.stores.inbox import LedgerRow
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
@@ -42,8 +42,8 @@ if t.TYPE_CHECKING:
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
-    from tap_whoop.auth import MemberAuth
     from tap_whoop.http import MemberClient
+    from tap_whoop.oauth.member import MemberAuth
     from tap_whoop.run import Member, Run
 
 PAGE_SIZE = 25

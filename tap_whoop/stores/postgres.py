@@ -40,17 +40,17 @@ from psycopg import sql
 from psycopg.types.json import Jsonb, set_json_loads
 
 from tap_whoop import __version__
-from tap_whoop import auth as auth_module
-from tap_whoop.auth import MemberEdits, _descends
 from tap_whoop.errors import TapWhoopError, TokenStoreError
-from tap_whoop.inbox import Event, LedgerRow, SetAside
 from tap_whoop.stop import STOP
+from tap_whoop.stores import tokens as token_rules
+from tap_whoop.stores.inbox import Event, LedgerRow, SetAside
+from tap_whoop.stores.tokens import MemberEdits, descends
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator
 
-    from tap_whoop.auth import TokenStore
-    from tap_whoop.inbox import Contents, SqliteInbox
+    from tap_whoop.stores.file import TokenStore
+    from tap_whoop.stores.inbox import Contents, SqliteInbox
 
 logger = logging.getLogger("tap-whoop.store")
 
@@ -454,7 +454,7 @@ class PostgresTokenStore(MemberEdits):
     @contextlib.contextmanager
     def locked(self, key: str | None = None) -> Iterator[None]:
         """Hold member `key`'s lock, or the whole store's (re-entrant; threads wait too)."""
-        timeout = auth_module.LOCK_TIMEOUT_SECONDS
+        timeout = token_rules.LOCK_TIMEOUT_SECONDS
         if not self._mutex.acquire(timeout=timeout):
             raise TokenStoreError(
                 f"token store {self.path} is held by another thread of this process for over "
@@ -1094,9 +1094,9 @@ def _decide(file_entry: dict[str, t.Any], stored: dict[str, t.Any] | None) -> st
         return COPIED
     if file_entry.get("refresh_token") == stored.get("refresh_token"):
         return UNCHANGED
-    if _descends(stored, file_entry):
+    if descends(stored, file_entry):
         return KEPT
-    if _descends(file_entry, stored):
+    if descends(file_entry, stored):
         return UPDATED
     return None
 

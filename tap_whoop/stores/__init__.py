@@ -1,0 +1,1 @@
+"""What outlives a run: members' tokens, the webhook inbox and the ledger; files or PostgreSQL."""
