@@ -179,6 +179,26 @@ def test_a_store_without_room_for_the_rotated_token_fails_before_spending_it(
     synced(config)
 
 
+def test_the_store_file_is_written_exactly_as_json_would_write_it_whatever_was_reused(
+    tmp_path: Path,
+) -> None:
+    """Entries encoded once are reused across writes; the file is still `json.dumps` of it all."""
+    path = tmp_path / "store" / "tokens.json"
+    store = TokenStore(path)
+    for round_ in range(3):
+        for key in ("zoe", "al", "mo\u00e9", 'b"q'):
+            store.put(key, {"refresh_token": f"{key}-{round_}", "expires_at": 1.5e9, "seen": []})
+            text = path.read_text()
+            assert text == json.dumps(json.loads(text), sort_keys=True)
+    store.update_member("al", user_id=7)
+    assert json.loads(path.read_text())["members"]["al"] == {
+        "refresh_token": "al-2",
+        "expires_at": 1.5e9,
+        "seen": [],
+        "user_id": 7,
+    }
+
+
 def test_a_store_file_another_process_rewrote_is_read_again_not_served_from_memory(
     tmp_path: Path,
 ) -> None:

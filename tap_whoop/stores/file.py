@@ -60,6 +60,8 @@ class TokenStore(MemberEdits):
         #: The document as this process last read or wrote it, and the file's stamp then.
         self._cached: dict[str, t.Any] | None = None
         self._cached_stamp: tuple[int, ...] | None = None
+        #: member -> (the entry object, its JSON) as this process last wrote it
+        self._encoded: dict[str, tuple[t.Any, str]] = {}
 
     @contextlib.contextmanager
     def locked(self, key: str | None = None) -> Iterator[None]:
@@ -221,8 +223,31 @@ class TokenStore(MemberEdits):
                 raise TokenStoreError(self._cannot_write(exc, consequence)) from None
 
     def _commit_document(self, data: dict[str, t.Any], slack: int = 0) -> None:
-        self._commit(_dump(data), slack=slack)
+        self._commit(self._encode(data), slack=slack)
         self._cached, self._cached_stamp = data, self._stamp()
+
+    def _encode(self, data: dict[str, t.Any]) -> bytes:
+        """`_dump(data)`, byte for byte, encoding only the entries that changed since the last.
+
+        One file holds every member, so each refresh writes them all; an entry this process
+        encoded before (the same object: entries are replaced, never changed in place) is
+        reused, which keeps a refresh's cost flat with the number of members.
+        """
+        members = data.get("members")
+        if not isinstance(members, dict):
+            return _dump(data)
+        encoded: dict[str, tuple[t.Any, str]] = {}
+        for key, entry in members.items():
+            known = self._encoded.get(key)
+            text = known[1] if known is not None and known[0] is entry else None
+            encoded[key] = (entry, text or json.dumps(entry, sort_keys=True))
+        self._encoded = encoded
+        body = ", ".join(f"{json.dumps(key)}: {encoded[key][1]}" for key in sorted(encoded))
+        parts = {name: json.dumps(value, sort_keys=True) for name, value in data.items()}
+        parts["members"] = "{" + body + "}"
+        return (
+            "{" + ", ".join(f"{json.dumps(name)}: {parts[name]}" for name in sorted(parts)) + "}"
+        ).encode()
 
     def _document(self) -> dict[str, t.Any]:
         """The store's content as last read or written here, unless the file changed since.
