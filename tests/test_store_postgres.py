@@ -8,6 +8,7 @@ and the one-line errors of a `store_url` that cannot work.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -558,9 +559,11 @@ def test_a_read_only_store_met_first_by_creating_the_tables_names_the_fix(
     assert sandbox.stats()["token_requests"] == 0
 
 
-def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while_it_is_locked(
+@contextlib.contextmanager
+def receiving(
     store_url: str, tmp_path: Path
-) -> None:
+) -> Iterator[tuple[Run, Callable[..., requests.Response]]]:
+    """A receiver on a real port whose inbox is in `store_url`; and how to deliver to it."""
     config = {**webhook_config(tmp_path), "store_url": store_url}
     run = Run(config)
     run.token_store.write(
@@ -576,7 +579,17 @@ def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while
         return requests.post(url, data=body, headers=headers, timeout=10)
 
     try:
-        first, second = an_event(), an_event()
+        yield run, deliver
+    finally:
+        server.stop()
+        thread.join(15)
+
+
+def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while_it_is_locked(
+    store_url: str, tmp_path: Path
+) -> None:
+    first, second = an_event(), an_event()
+    with receiving(store_url, tmp_path) as (run, deliver):
         assert deliver(first).json() == {"stored": True}
         assert deliver(first).json() == {"duplicate": True}
         with psycopg.connect(store_url) as holder:
@@ -586,34 +599,17 @@ def test_the_receiver_stores_signed_events_in_the_database_and_answers_503_while
             assert time.monotonic() - started < 1.5
         assert (refused.status_code, refused.json()) == (503, {"error": "inbox unavailable"})
         assert deliver(second).json() == {"stored": True}
-    finally:
-        server.stop()
-        thread.join(15)
     pending = [event.trace_id for event in run.inbox.after(0)]
     assert pending == [first["trace_id"], second["trace_id"]]
-    assert not Path(config["token_store_path"]).parent.exists()
+    assert not Path(run.config["token_store_path"]).parent.exists()
 
 
 def test_the_receiver_answers_503_within_a_second_while_the_store_server_is_away(
     proxy: PostgresProxy, tmp_path: Path
 ) -> None:
     """A restart does not hold WHOOP's delivery for the tap's 30 s reconnect: 503, retried."""
-    config = {**webhook_config(tmp_path), "store_url": proxy.url}
-    run = Run(config)
-    run.token_store.write(
-        {"version": 1, "members": {"alice": {"refresh_token": "r", "user_id": ALICE}}}
-    )
-    server = WebhookServer(Receiver(run), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.port}{WEBHOOK_PATH}"
-
-    def deliver(payload: dict[str, t.Any]) -> requests.Response:
-        body, headers = signed(payload)
-        return requests.post(url, data=body, headers=headers, timeout=10)
-
-    try:
-        first, second = an_event(), an_event()
+    first, second = an_event(), an_event()
+    with receiving(proxy.url, tmp_path) as (run, deliver):
         assert deliver(first).json() == {"stored": True}
         proxy.outage(3)
         started = time.monotonic()
@@ -622,13 +618,8 @@ def test_the_receiver_answers_503_within_a_second_while_the_store_server_is_away
         assert (refused.status_code, refused.json()) == (503, {"error": "inbox unavailable"})
         time.sleep(3)
         assert deliver(second).json() == {"stored": True}
-    finally:
-        server.stop()
-        thread.join(15)
-    assert [event.trace_id for event in run.inbox.after(0)] == [
-        first["trace_id"],
-        second["trace_id"],
-    ]
+    pending = [event.trace_id for event in run.inbox.after(0)]
+    assert pending == [first["trace_id"], second["trace_id"]]
 
 
 @pytest.mark.parametrize("table", ["tap_whoop_tokens", "tap_whoop_events", "tap_whoop_rate_window"])

@@ -635,18 +635,9 @@ class PostgresTokenStore(MemberEdits):
         stamp: t.Any = None,
     ) -> None:
         with self.locked(key if self._depth == 0 else self._held):
-            for attempt in range(2):
-                session = self._live_session(consequence)
-                try:
-                    with session.transaction():
-                        self._apply_member(session, key, entry, stamp)
-                    break
-                except _ChangedError as exc:
-                    raise TokenStoreError(f"{exc}; {consequence}") from None
-                except psycopg.Error as exc:
-                    if attempt == 0 and (session.broken or session.closed):
-                        continue  # the server dropped the lock's session: take the lock again
-                    raise TokenStoreError(self._cannot_write(exc, consequence)) from None
+            self._commit(
+                lambda session: self._apply_member(session, key, entry, stamp), consequence
+            )
             self._seen = {**(self._seen or {}), key: copy.deepcopy(entry)}
 
     def _apply_member(
@@ -708,19 +699,23 @@ class PostgresTokenStore(MemberEdits):
         self, members: dict[str, t.Any], consequence: str, stamps: dict[str, t.Any] | None
     ) -> None:
         with self.locked():
-            for attempt in range(2):
-                session = self._live_session(consequence)
-                try:
-                    with session.transaction():
-                        self.apply(session, members, stamps)
-                    break
-                except _ChangedError as exc:
-                    raise TokenStoreError(f"{exc}; {consequence}") from None
-                except psycopg.Error as exc:
-                    if attempt == 0 and (session.broken or session.closed):
-                        continue  # the server dropped the lock's session: take the lock again
-                    raise TokenStoreError(self._cannot_write(exc, consequence)) from None
+            self._commit(lambda session: self.apply(session, members, stamps), consequence)
             self._seen = copy.deepcopy(members)
+
+    def _commit(self, change: Callable[[Connection], None], consequence: str) -> None:
+        """`change` in one transaction on the lock's session (locked again if it was dropped)."""
+        for attempt in range(2):
+            session = self._live_session(consequence)
+            try:
+                with session.transaction():
+                    change(session)
+                return
+            except _ChangedError as exc:
+                raise TokenStoreError(f"{exc}; {consequence}") from None
+            except psycopg.Error as exc:
+                if attempt == 0 and (session.broken or session.closed):
+                    continue  # the server dropped the lock's session: take the lock again
+                raise TokenStoreError(self._cannot_write(exc, consequence)) from None
 
     def apply(
         self,
