@@ -239,12 +239,16 @@ class TokenStore(MemberEdits):
         encoded: dict[str, tuple[t.Any, str]] = {}
         for key, entry in members.items():
             known = self._encoded.get(key)
-            text = known[1] if known is not None and known[0] is entry else None
-            encoded[key] = (entry, text or json.dumps(entry, sort_keys=True))
+            if known is None or known[0] is not entry:
+                known = (entry, f"{json.dumps(key)}: {json.dumps(entry, sort_keys=True)}")
+            encoded[key] = known
         self._encoded = encoded
-        body = ", ".join(f"{json.dumps(key)}: {encoded[key][1]}" for key in sorted(encoded))
-        parts = {name: json.dumps(value, sort_keys=True) for name, value in data.items()}
-        parts["members"] = "{" + body + "}"
+        parts = {
+            name: json.dumps(value, sort_keys=True)
+            for name, value in data.items()
+            if name != "members"
+        }
+        parts["members"] = "{" + ", ".join(encoded[key][1] for key in sorted(encoded)) + "}"
         return (
             "{" + ", ".join(f"{json.dumps(name)}: {parts[name]}" for name in sorted(parts)) + "}"
         ).encode()
