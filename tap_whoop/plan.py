@@ -62,7 +62,7 @@ def member_plans(tap: TapWhoop) -> list[MemberPlan]:
     for member in run.members:
         user_id = user_ids.get(member.key)
         state = profile.get_context_state({"member": member.key})
-        due = user_id is None or details_due(run, member.key, state)
+        due = user_id is None or details_due(tap.progress, member.key, state)
         plan = MemberPlan(member.key, user_id, len(details) if due else 0, 0, 0)
         for stream in collections:
             partition = stream.partition_of(user_id) if user_id is not None else None

@@ -24,7 +24,6 @@ from tap_whoop.http import (
 from tap_whoop.oauth.app import WhoopApp
 from tap_whoop.oauth.member import MemberAuth
 from tap_whoop.settings import DEFAULT_MEMBER, Settings, configured_members, shard_of
-from tap_whoop.stop import STOP
 from tap_whoop.stores.file import TokenStore, default_token_store_path
 from tap_whoop.stores.inbox import Inbox, SqliteInbox
 from tap_whoop.stores.tokens import IDENTITY_UNVERIFIED, TokenStorage
@@ -38,7 +37,6 @@ logger = logging.getLogger("tap-whoop")
 
 #: A run syncs every member's new records first, then reads histories with what is left
 #: (`TapWhoop.sync_members`); "all" reads both at once, as the SDK's own `sync_all` does.
-Phase = t.Literal["all", "incremental", "backfill"]
 
 LEDGER_STREAMS = ("cycles", "recovery", "sleep", "workout")
 """The collections whose emitted keys the ledger keeps."""
@@ -195,50 +193,11 @@ class Run:
 
     config: Mapping[str, t.Any]
     invocation: Invocation = field(default_factory=Invocation.current)
-    #: Members left alone this run: webhooks keep them fresh until their next reconciliation.
-    resting: set[str] = field(default_factory=set)
-    #: Which pass of the run is under way (see `TapWhoop.sync_members`).
-    phase: Phase = "all"
-    #: Members whose incremental sync the run's budget could not hold, and what limited it.
-    deferred: dict[str, str] = field(default_factory=dict)
-    #: Members with history to read in the run's second pass.
-    backfilling: set[str] = field(default_factory=set)
-    #: Members with history still to read after this run, and what stopped the reading.
-    backfill_left: dict[str, str] = field(default_factory=dict)
-    #: Members whose profile and body measurement this run has read.
-    details_read: set[str] = field(default_factory=set)
-    #: Requests one member's collections take in an incremental sync, about.
-    incremental_cost: int = 4
-    #: Requests reading a member's profile and body measurement takes.
-    details_cost: int = 2
-    #: Requests the run had sent when its history pass began (None before it).
-    history_from: int | None = None
-    #: Member streams in a row whose endpoint kept failing (`client.FAILING_IN_A_ROW_ENDS_THE_RUN`).
-    endpoints_failing_in_a_row: int = 0
-    #: Members whose collections this run reads whatever the webhooks say (events missed).
-    must_reconcile: set[str] = field(default_factory=set)
-    #: The tap's notes beside the bookmarks in its state, which the run's deletions go into.
-    notes: dict[str, t.Any] = field(default_factory=dict)
-    _ledger_warned: set[str] = field(default_factory=set)
 
     @cached_property
     def settings(self) -> Settings:
         """The run's settings, typed, read from `config` once."""
         return Settings.from_config(self.config)
-
-    def note_deleted(self, user_id: int, stream: str, record_ids: t.Iterable[str]) -> None:
-        """Note deletions emitted in the state (`DELETIONS_KEY`).
-
-        The ledger forgets them once a later run's incoming state shows a target committed them.
-        """
-        deletions = self.notes.setdefault(DELETIONS_KEY, {})
-        noted = deletions.setdefault(str(user_id), {}).setdefault(stream, [])
-        noted.extend(record_id for record_id in record_ids if record_id not in noted)
-
-    def deleted_in_this_run(self, user_id: int, stream: str, record_id: str) -> bool:
-        """Whether this run already emitted the record's deletion."""
-        deletions = self.notes.get(DELETIONS_KEY, {})
-        return record_id in deletions.get(str(user_id), {}).get(stream, ())
 
     @cached_property
     def database(self) -> Database | None:
@@ -307,23 +266,6 @@ class Run:
         Read at the run's start (`TapWhoop.sync_members`), before any profile is.
         """
         return frozenset(self.members.known_user_ids())
-
-    def warn_ledger_missing(self, key: str, user_id: int) -> None:
-        """A full read of a member synced before finds no ledger: say what that costs, once."""
-        if key in self._ledger_warned or key not in self.synced_before:
-            return
-        self._ledger_warned.add(key)
-        if any(self.inbox.known(user_id, stream) for stream in LEDGER_STREAMS):
-            return
-        where = self.database.where if self.database is not None else self.file_inbox_path
-        logger.warning(
-            "member %r: the ledger of emitted records (%s) has nothing of this member, who was "
-            "synced before: it is missing or was reset, so this full read cannot find records "
-            "WHOOP deleted outside the incremental window. It is rebuilt as this run emits "
-            "records; run a full refresh again (`meltano run --full-refresh …`) to compare",
-            key,
-            where,
-        )
 
     @cached_property
     def synced_members(self) -> list[tuple[str, str | None]]:
@@ -412,23 +354,6 @@ class Run:
     def profile_interval(self) -> float:
         """Seconds between reads of a member's profile and body measurement."""
         return self.settings.profile_interval_hours * 3600
-
-    def admits(self, requests: float) -> str | None:
-        """None when the budget holds `requests` more; else what limits it.
-
-        "run" (`max_requests_per_run`), "day" (WHOOP's daily window), in the history pass
-        "history" (`max_history_requests_per_run`), or "signal" once SIGTERM or SIGINT asked
-        the run to stop (`tap_whoop.stop`).
-        """
-        if STOP.requested:
-            return "signal"
-        left, limit = self.budget.room()
-        cap = self.settings.max_history_requests_per_run
-        if self.phase == "backfill" and cap is not None and self.history_from is not None:
-            history_left = cap - (self.budget.sent - self.history_from)
-            if history_left < left:
-                left, limit = history_left, "history"
-        return limit if left < requests else None
 
     @property
     def webhook_retention(self) -> float:

@@ -1,6 +1,6 @@
 """A stop asked for by SIGTERM or SIGINT: the run ends at its next page, with a state to resume.
 
-The first signal asks: every budget check then answers "signal" (`Run.admits`), so each walk
+The first signal asks: every budget check then answers "signal" (`Progress.admits`), so each walk
 stops at a page boundary and keeps what it did not reach, as a budget stop does, and the run
 exits 128 + the signal's number (143, 130) so that a scheduler records a failed run. Waits (the
 pacer's, a retry's backoff) end at once. A second signal ends the process on the spot.

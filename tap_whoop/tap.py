@@ -23,6 +23,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from tap_whoop import clock, stop
 from tap_whoop.check import check_credentials
 from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
+from tap_whoop.progress import Progress
 from tap_whoop.run import DELETIONS_KEY, Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
@@ -126,9 +127,17 @@ class TapWhoop(Tap):
         """The services this run shares: app, token store, members, pacer, API root."""
         return Run(self.config)
 
+    @cached_property
+    def progress(self) -> Progress:
+        """What this run has done so far, pass by pass; handed to every stream."""
+        return Progress(self.run)
+
     def discover_streams(self) -> list[WhoopStream]:
         """Every WHOOP v2 endpoint; the drill-downs are not selected by default."""
-        return [stream_type(tap=self, run=self.run) for stream_type in STREAM_TYPES]
+        return [
+            stream_type(tap=self, run=self.run, progress=self.progress)
+            for stream_type in STREAM_TYPES
+        ]
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         """Refuse a bookmark that is no date-time before any request.
@@ -223,20 +232,20 @@ class TapWhoop(Tap):
             if isinstance(stream, CollectionStream)
         }
         writer = self.paced_state_writer
-        self.run.incremental_cost, self.run.details_cost = self._incremental_cost()
+        self.progress.incremental_cost, self.progress.details_cost = self._incremental_cost()
         self._refuse_a_budget_below_one_member()
         self._forget_committed_deletions()
         try:
             drain_inbox(
-                self.run, collections, self._notes, lambda: writer.write_now(dict(self.state))
+                self.progress, collections, self._notes, lambda: writer.write_now(dict(self.state))
             )
             self._rest_members_between_reconciliations(list(collections.values()))
-            self.run.phase = "incremental"
+            self.progress.phase = "incremental"
             self.sync_all()
-            if self.run.backfilling and not STOP.requested:
+            if self.progress.backfilling and not STOP.requested:
                 self._warn_of_a_history_the_budget_never_reaches()
-                self.run.phase = "backfill"
-                self.run.history_from = self.run.budget.sent
+                self.progress.phase = "backfill"
+                self.progress.history_from = self.run.budget.sent
                 self.sync_all()
         finally:
             self._remember_a_spent_day()
@@ -257,11 +266,11 @@ class TapWhoop(Tap):
     def _refuse_a_budget_below_one_member(self) -> None:
         """A `max_requests_per_run` below one member's incremental run: no run could end well."""
         cap = self.run.settings.max_requests_per_run
-        least = self.run.incremental_cost + self.run.details_cost
-        if cap is not None and cap < self.run.incremental_cost:
+        least = self.progress.incremental_cost + self.progress.details_cost
+        if cap is not None and cap < self.progress.incremental_cost:
             raise ConfigError(
                 f"max_requests_per_run ({cap}) is below one member's incremental run (about "
-                f"{self.run.incremental_cost} requests, {least} with the profile and body "
+                f"{self.progress.incremental_cost} requests, {least} with the profile and body "
                 f"measurement): every run would stop with nothing synced; set it to at least "
                 f"{least} per member this process syncs, or remove it"
             )
@@ -269,17 +278,17 @@ class TapWhoop(Tap):
     def _warn_of_a_history_the_budget_never_reaches(self) -> None:
         """`max_requests_per_run` spent on new records alone: the history would never be read."""
         cap = self.run.settings.max_requests_per_run
-        if cap is None or self.run.admits(1) != "run":
+        if cap is None or self.progress.admits(1) != "run":
             return
         members = len(self.run.members)
-        needed = members * (self.run.incremental_cost + self.run.details_cost) + 1
+        needed = members * (self.progress.incremental_cost + self.progress.details_cost) + 1
         logger.warning(
             "max_requests_per_run (%s) is spent on %d member(s)' new records, leaving nothing for "
             "the history of %d member(s): it is never read at this budget; set it above %d "
             "(each request more reads history faster)",
             cap,
             members,
-            len(self.run.backfilling),
+            len(self.progress.backfilling),
             needed - 1,
         )
 
@@ -296,7 +305,7 @@ class TapWhoop(Tap):
                     if str(user_id).isdigit() and isinstance(record_ids, list):
                         self.run.inbox.forget(int(user_id), stream, map(str, record_ids))
         self._notes.pop(DELETIONS_KEY, None)
-        self.run.notes = self._notes
+        self.progress.notes = self._notes
 
     def _refuse_a_spent_day(self) -> None:
         """Stop before any request when an earlier run found WHOOP's day spent until later.
@@ -324,7 +333,7 @@ class TapWhoop(Tap):
     def _remember_a_spent_day(self) -> None:
         """Keep in the state until when WHOOP's day is spent, if this run found it so."""
         self._notes.pop(DAY_SPENT_KEY, None)
-        stopped = {*self.run.deferred.values(), *self.run.backfill_left.values()}
+        stopped = {*self.progress.deferred.values(), *self.progress.backfill_left.values()}
         left, limit = self.run.budget.room()
         seconds = self.run.budget.daily_resume_in()
         if seconds > 0 and ("day" in stopped or (limit == "day" and left <= 0)):
@@ -352,7 +361,7 @@ class TapWhoop(Tap):
         )
 
     def _report_budget(self) -> None:
-        if left := self.run.backfill_left:
+        if left := self.progress.backfill_left:
             self.logger.info(
                 "history still to read for %d member(s) (%s): the next run continues it, newest "
                 "first, after every member's new records",
@@ -362,15 +371,15 @@ class TapWhoop(Tap):
 
     def _raise_if_deferred(self) -> None:
         """Exit 75 when the budget left members unsynced, or WHOOP's day stopped history."""
-        deferred = self.run.deferred
-        day_stopped = "day" in deferred.values() or "day" in self.run.backfill_left.values()
+        deferred = self.progress.deferred
+        day_stopped = "day" in deferred.values() or "day" in self.progress.backfill_left.values()
         if not deferred and not day_stopped:
             return
         what = (
             f"{len(deferred)} of {len(self.run.members)} member(s) not synced this run (their "
             "bookmarks are kept)"
             if deferred
-            else f"history of {len(self.run.backfill_left)} member(s) still to read"
+            else f"history of {len(self.progress.backfill_left)} member(s) still to read"
         )
         limits = set(deferred.values()) | ({"day"} if day_stopped else set())
         resume = "run again"
@@ -399,15 +408,15 @@ class TapWhoop(Tap):
             user_id = user_ids.get(member.key)
             if (
                 user_id is not None
-                and member.key not in self.run.must_reconcile
+                and member.key not in self.progress.must_reconcile
                 and all(stream.read_since(user_id, since) for stream in selected)
             ):
-                self.run.resting.add(member.key)
-        if self.run.resting:
+                self.progress.resting.add(member.key)
+        if self.progress.resting:
             self.logger.info(
                 "webhooks arrive: %d of %d member(s) rest until their next reconciliation "
                 "(reconcile_interval_hours=%g)",
-                len(self.run.resting),
+                len(self.progress.resting),
                 len(self.run.members),
                 interval / 3600,
             )

@@ -350,10 +350,10 @@ def test_a_collection_found_empty_is_read_with_the_new_records_not_behind_the_hi
     tap = TapWhoop(config=config, state=state)
     workout = t.cast("t.Any", tap.streams["workout"])
 
-    tap.run.phase = "incremental"
+    tap.progress.phase = "incremental"
     assert workout.reads_in_this_pass({"user_id": 1})  # no workout yet: nothing to backfill
     assert not workout.reads_in_this_pass({"user_id": 2})  # never read: a history, for later
-    tap.run.phase = "backfill"
+    tap.progress.phase = "backfill"
     assert not workout.reads_in_this_pass({"user_id": 1})
     assert workout.reads_in_this_pass({"user_id": 2})
 

@@ -81,7 +81,7 @@ def test_a_signal_mid_history_stops_at_the_next_page_and_the_next_run_goes_on_fr
     exit_code, seconds = tap.stop(signum)
 
     assert exit_code == code, tap.err.read_text()[-2000:]
-    assert seconds < 5, seconds
+    assert seconds < 20, seconds  # the walk left would take minutes; a loaded machine, seconds
     name = signal.Signals(signum).name
     assert tap.errors()[-1].startswith(f"tap-whoop: error: stopped by {name}: the last STATE")
     assert "Traceback" not in tap.err.read_text()
@@ -116,7 +116,7 @@ def test_ctrl_c_during_a_retrys_backoff_stops_at_once_with_130(
     exit_code, seconds = tap.stop(signal.SIGINT)
 
     assert exit_code == 130, tap.err.read_text()[-2000:]
-    assert seconds < 2, seconds
+    assert seconds < 10, seconds  # the backoffs left (2 s, 4 s, 8 s …) would take minutes
     assert tap.errors()[-1].startswith("tap-whoop: error: stopped by SIGINT")
     assert "Traceback" not in tap.err.read_text()
     assert [m for m in tap.messages() if m["type"] == "STATE"], "a state to resume from"

@@ -44,6 +44,7 @@ if t.TYPE_CHECKING:
 
     from tap_whoop.http import MemberClient
     from tap_whoop.oauth.member import MemberAuth
+    from tap_whoop.progress import Progress
     from tap_whoop.run import Member, Run
 
 PAGE_SIZE = 25
@@ -91,7 +92,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         self.max_pages = max_pages
         self._key = key
         self._budget = budget
-        #: What stopped the walk before WHOOP's last page (see `Run.admits`), if anything did.
+        #: What stopped the walk before WHOOP's last page (see `Progress.admits`), if anything did.
         self.stopped_by: str | None = None
         self._seen: set[str] = set()
         self._previous: set[t.Hashable] = set()
@@ -175,8 +176,9 @@ class WhoopStream(RESTStream[str | None]):
     backoff_base_seconds = BACKOFF_BASE_SECONDS
     _schema_written = False
 
-    def __init__(self, tap: Tap, run: Run) -> None:
+    def __init__(self, tap: Tap, run: Run, progress: Progress) -> None:
         self.run = run
+        self.progress = progress
         super().__init__(tap=tap)
 
     def write_schema_first(self) -> None:
@@ -300,7 +302,7 @@ class WhoopStream(RESTStream[str | None]):
             )
             self.run.members.fail(member, self.name, error)
         else:
-            self.run.endpoints_failing_in_a_row = 0
+            self.progress.endpoints_failing_in_a_row = 0
         if member.skips(self.name) or any(member.skips(child.name) for child in self.child_streams):
             self.get_context_state(context).pop("progress_markers", None)
 
@@ -309,8 +311,8 @@ class WhoopStream(RESTStream[str | None]):
 
         Several in a row, across members, mean WHOOP is failing everyone: the run ends there.
         """
-        self.run.endpoints_failing_in_a_row += 1
-        if self.run.endpoints_failing_in_a_row >= FAILING_IN_A_ROW_ENDS_THE_RUN:
+        self.progress.endpoints_failing_in_a_row += 1
+        if self.progress.endpoints_failing_in_a_row >= FAILING_IN_A_ROW_ENDS_THE_RUN:
             raise exc
         self.run.members.fail(
             member,
@@ -480,7 +482,7 @@ class CollectionStream(WhoopStream):
         member = self.run.members.for_context(context)
         state = self.get_context_state(context)
         bookmark = state.get("replication_key_value")
-        self._continuing = bookmark is not None and self.run.phase == "backfill"
+        self._continuing = bookmark is not None and self.progress.phase == "backfill"
         if not self._takes_part(member.key, context):
             return
         start = self.window_start(context)
@@ -561,23 +563,23 @@ class CollectionStream(WhoopStream):
         """
         state = self.get_context_state(context)
         bookmarked = read_before(state)
-        if self.run.phase == "incremental":
+        if self.progress.phase == "incremental":
             return bookmarked
-        if self.run.phase == "backfill":
+        if self.progress.phase == "backfill":
             return not bookmarked or bool(state.get("backfill_end"))
         return True
 
     def _takes_part(self, member_key: str, context: Context | None) -> bool:
         """Whether this pass reads the member's collection, noting history left for later."""
         state = self.get_context_state(context)
-        if self.run.phase == "incremental" and (
+        if self.progress.phase == "incremental" and (
             not read_before(state) or state.get("backfill_end")
         ):
-            self.run.backfilling.add(member_key)
+            self.progress.backfilling.add(member_key)
         if not self.reads_in_this_pass(context):
             return False
-        if self.run.phase == "backfill" and (limit := self.run.admits(self.page_cost)):
-            self.run.backfill_left[member_key] = limit
+        if self.progress.phase == "backfill" and (limit := self.progress.admits(self.page_cost)):
+            self.progress.backfill_left[member_key] = limit
             return False
         return True
 
@@ -595,9 +597,9 @@ class CollectionStream(WhoopStream):
                 state.pop("backfill_start", None)
                 state.pop("backfill_end", None)
             return
-        self.run.backfill_left[member_key] = stopped
-        if self.run.phase == "incremental":
-            self.run.deferred.setdefault(member_key, stopped)
+        self.progress.backfill_left[member_key] = stopped
+        if self.progress.phase == "incremental":
+            self.progress.deferred.setdefault(member_key, stopped)
         if reached is None:  # stopped before any record: what was left is left still
             return
         end = reached + datetime.timedelta(milliseconds=1)  # the oldest record's twins, too
@@ -672,7 +674,7 @@ class CollectionStream(WhoopStream):
         else:
             candidates = self.run.inbox.known(user_id, self.name)
             if not candidates:
-                self.run.warn_ledger_missing(
+                self.progress.warn_ledger_missing(
                     self.run.members.for_context({"user_id": user_id}).key, user_id
                 )
         lowest = start + 2 * self.filter_lag if start is not None else None
@@ -726,7 +728,7 @@ class CollectionStream(WhoopStream):
         for record_id in absent:
             self.emit_directly(self.deletion_record(user_id, record_id))
         if absent:
-            self.run.note_deleted(user_id, self.name, absent)
+            self.progress.note_deleted(user_id, self.name, absent)
             self.logger.info(
                 "%s: member %r: %d record(s) that WHOOP no longer has marked deleted",
                 self.name,
@@ -814,7 +816,7 @@ class CollectionStream(WhoopStream):
         self._paginator = NextTokenPaginator(
             max_pages=self.max_pages(self._paging_context),
             key=self.record_key,
-            budget=lambda: self.run.admits(self.page_cost),
+            budget=lambda: self.progress.admits(self.page_cost),
         )
         return self._paginator
 

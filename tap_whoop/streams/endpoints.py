@@ -23,6 +23,7 @@ if t.TYPE_CHECKING:
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
 
+    from tap_whoop.progress import Progress
     from tap_whoop.run import Run
 
 
@@ -35,8 +36,8 @@ class ProfileStream(WhoopStream):
     schema = schemas.PROFILE
     scope = "read:profile"
 
-    def __init__(self, tap: Tap, run: Run) -> None:
-        super().__init__(tap, run)
+    def __init__(self, tap: Tap, run: Run, progress: Progress) -> None:
+        super().__init__(tap, run, progress)
         #: Members whose profile was not re-read this run: only their user id was yielded.
         self._unread: set[int] = set()
         self._stored_user_ids: dict[str, int] | None = None
@@ -48,17 +49,19 @@ class ProfileStream(WhoopStream):
         The first pass: every configured member but those resting between reconciliations;
         the second: those with history still to read.
         """
-        if self.run.phase == "backfill":
-            keys = [key for key in self.run.backfilling if key not in self.run.deferred]
+        if self.progress.phase == "backfill":
+            keys = [key for key in self.progress.backfilling if key not in self.progress.deferred]
         else:
-            keys = [member.key for member in self.run.members if member.key not in self.run.resting]
+            keys = [
+                member.key for member in self.run.members if member.key not in self.progress.resting
+            ]
         return [{"member": key} for key in keys]
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """The member's profile, when due; else only their user id, for the other streams.
 
         A profile is re-read once per `profile_interval_hours`. A member whose incremental
-        sync the run's budget cannot hold is left for the next run (`Run.deferred`).
+        sync the run's budget cannot hold is left for the next run (`Progress.deferred`).
         Nothing when every member rests (the SDK's one empty context).
         """
         if not context:
@@ -68,10 +71,10 @@ class ProfileStream(WhoopStream):
         if self._stored_user_ids is None:  # read once: the store holds every member
             self._stored_user_ids = self.run.members.known_user_ids()
         user_id = member.user_id or self._stored_user_ids.get(member.key)
-        due = user_id is None or details_due(self.run, member.key, state)
-        cost = self.run.incremental_cost + (self.run.details_cost if due else 0)
-        if self.run.phase == "incremental" and (limit := self.run.admits(cost)):
-            self.run.deferred[member.key] = limit
+        due = user_id is None or details_due(self.progress, member.key, state)
+        cost = self.progress.incremental_cost + (self.progress.details_cost if due else 0)
+        if self.progress.phase == "incremental" and (limit := self.progress.admits(cost)):
+            self.progress.deferred[member.key] = limit
             return
         if user_id is not None and not due:
             self._unread.add(user_id)
@@ -84,7 +87,7 @@ class ProfileStream(WhoopStream):
             yield record
         if not member.skips(self.name):
             state["read_at"] = now_iso()
-        self.run.details_read.add(member.key)
+        self.progress.details_read.add(member.key)
 
     def _write_record_message(self, record: dict[str, t.Any]) -> None:
         """A profile that was not re-read (only its user id) is not written."""
@@ -118,23 +121,23 @@ class BodyMeasurementStream(MemberStream):
         """Read once per `profile_interval_hours`, like the profile."""
         member = self.run.members.for_context(context)
         state = self.get_context_state(context)
-        if member.key in self.run.details_read or not details_due(self.run, None, state):
+        if member.key in self.progress.details_read or not details_due(self.progress, None, state):
             return
         yield from super().get_records(context)
         if not member.skips(self.name):
             state["read_at"] = now_iso()
 
 
-def details_due(run: Run, key: str | None, state: dict[str, t.Any]) -> bool:
+def details_due(progress: Progress, key: str | None, state: dict[str, t.Any]) -> bool:
     """Whether a member's profile or body measurement is to be read in this run."""
-    if key is not None and key in run.details_read:
+    if key is not None and key in progress.details_read:
         return False
     try:
         read_at = parse_time(str(state["read_at"]))
     except (KeyError, ValueError):
         return True
     elapsed = clock.now() - read_at
-    return elapsed.total_seconds() >= run.profile_interval
+    return elapsed.total_seconds() >= progress.run.profile_interval
 
 
 class CyclesStream(CollectionStream, MemberStream):

@@ -32,7 +32,8 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from tap_whoop.http import MemberClient
-    from tap_whoop.run import Member, Run
+    from tap_whoop.progress import Progress
+    from tap_whoop.run import Member
     from tap_whoop.stores.inbox import Event
     from tap_whoop.streams.base import CollectionStream
 
@@ -60,7 +61,7 @@ class Drained:
 
 
 @dataclass
-class Progress:
+class LogPlace:
     """A pipeline's place in one inbox's log, as its state keeps it."""
 
     inbox: str | None = None
@@ -69,7 +70,7 @@ class Progress:
     owed: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
-    def from_state(cls, note: t.Any) -> Progress:
+    def from_state(cls, note: t.Any) -> LogPlace:
         """The note as an earlier run wrote it; anything else reads the whole log again."""
         if not isinstance(note, dict):
             return cls()
@@ -95,32 +96,33 @@ def _whole(value: t.Any) -> bool:
 
 
 def drain_inbox(
-    run: Run,
+    progress: Progress,
     streams: Mapping[str, CollectionStream],
     notes: dict[str, t.Any],
     write_state: Callable[[], None],
 ) -> Drained:
     """Emit what the events after this pipeline's position announce, and move the position."""
+    run = progress.run
     drained = Drained()
     if not run.inbox.exists():
         return drained
     inbox = run.inbox
     identity = inbox.identity()
-    progress = Progress.from_state(notes.get(WEBHOOKS_KEY))
-    if progress.inbox != identity:
-        progress = Progress(identity)
+    place = LogPlace.from_state(notes.get(WEBHOOKS_KEY))
+    if place.inbox != identity:
+        place = LogPlace(identity)
     inbox.prune(run.webhook_retention)
     members = {user_id: key for key, user_id in run.members.known_user_ids().items()}
-    if inbox.horizon() > progress.position:
-        _reconcile_everyone(run, notes.get(WEBHOOKS_KEY) is not None)
-    owed_events = inbox.by_seqs(progress.owed)
-    for seq in set(progress.owed) - {event.seq for event in owed_events}:
-        if (key := members.get(progress.owed[seq][1])) is not None:
-            run.must_reconcile.add(key)  # pruned before it could be passed on
-    log = inbox.after(progress.position)
+    if inbox.horizon() > place.position:
+        _reconcile_everyone(progress, notes.get(WEBHOOKS_KEY) is not None)
+    owed_events = inbox.by_seqs(place.owed)
+    for seq in set(place.owed) - {event.seq for event in owed_events}:
+        if (key := members.get(place.owed[seq][1])) is not None:
+            progress.must_reconcile.add(key)  # pruned before it could be passed on
+    log = inbox.after(place.position)
     unverified = run.members.unverified_user_ids()  # read once their profile shows them theirs
     owed: dict[int, tuple[int, int]] = {
-        event.seq: (progress.owed.get(event.seq, (0, event.user_id))[0], event.user_id)
+        event.seq: (place.owed.get(event.seq, (0, event.user_id))[0], event.user_id)
         for event in [*owed_events, *log]
         if event.user_id in unverified
     }
@@ -130,12 +132,12 @@ def drain_inbox(
         by_member[event.user_id].append(event)
     for user_id, member_events in by_member.items():
         member = run.members.by_key[members[user_id]]
-        tries_so_far = {e.seq: progress.owed.get(e.seq, (0, user_id))[0] for e in member_events}
+        tries_so_far = {e.seq: place.owed.get(e.seq, (0, user_id))[0] for e in member_events}
         if member.failure:
             owed.update({seq: (tries, user_id) for seq, tries in tries_so_far.items()})
             continue
         member.user_id = user_id
-        drain = _MemberDrain(run, streams, member, user_id, drained)
+        drain = _MemberDrain(progress, streams, member, user_id, drained)
         try:
             drain.apply(member_events)
         except MemberError as exc:
@@ -158,10 +160,10 @@ def drain_inbox(
                 reason,
             )
         drained.events += len(drain.done)
-    progress.owed = owed
-    progress.position = max([progress.position, inbox.horizon(), *(e.seq for e in log)])
-    if WEBHOOKS_KEY in notes or progress.position or progress.owed:
-        notes[WEBHOOKS_KEY] = progress.to_state()  # (an empty log leaves the state as it came)
+    place.owed = owed
+    place.position = max([place.position, inbox.horizon(), *(e.seq for e in log)])
+    if WEBHOOKS_KEY in notes or place.position or place.owed:
+        notes[WEBHOOKS_KEY] = place.to_state()  # (an empty log leaves the state as it came)
     if events:
         write_state()  # the records passed on, then the position after them
     if events:
@@ -176,9 +178,9 @@ def drain_inbox(
     return drained
 
 
-def _reconcile_everyone(run: Run, had_a_position: bool) -> None:
+def _reconcile_everyone(progress: Progress, had_a_position: bool) -> None:
     """Events this pipeline never read were pruned: every member is read in full."""
-    run.must_reconcile.update(member.key for member in run.members)
+    progress.must_reconcile.update(member.key for member in progress.run.members)
     if had_a_position:
         logger.warning(
             "webhooks: events after this pipeline's last run were pruned (older than "
@@ -191,13 +193,14 @@ class _MemberDrain:
 
     def __init__(
         self,
-        run: Run,
+        progress: Progress,
         streams: Mapping[str, CollectionStream],
         member: Member,
         user_id: int,
         drained: Drained,
     ) -> None:
-        self.run = run
+        self.progress = progress
+        self.run = progress.run
         self.streams = streams
         self.member = member
         self.user_id = user_id
@@ -254,7 +257,7 @@ class _MemberDrain:
             return None, None
         record = self.client.find(stream.by_id_path.format(id=event.record_id), stream.scope)
         if record is None:
-            self.run.must_reconcile.add(self.member.key)
+            self.progress.must_reconcile.add(self.member.key)
             return (
                 f"WHOOP announced an update of {event.kind} {event.record_id} but answers 404 for "
                 "it; not taken for a deletion: the member's collections are read in full",
@@ -338,7 +341,7 @@ class _MemberDrain:
                 self.member.key,
                 exc,
             )
-            self.run.must_reconcile.add(self.member.key)
+            self.progress.must_reconcile.add(self.member.key)
             return
         for record in (page or {}).get("records") or []:
             self._emit(stream, record)
@@ -358,8 +361,8 @@ class _MemberDrain:
         return True
 
     def _delete(self, stream: CollectionStream, record_id: str) -> None:
-        if not self.run.deleted_in_this_run(self.user_id, stream.name, record_id):
+        if not self.progress.deleted_in_this_run(self.user_id, stream.name, record_id):
             stream.emit_directly(stream.deletion_record(self.user_id, record_id))
-            self.run.note_deleted(self.user_id, stream.name, [record_id])
+            self.progress.note_deleted(self.user_id, stream.name, [record_id])
         stream.forget_in_window(self.user_id, record_id)
         self.drained.deleted += 1
