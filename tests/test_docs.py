@@ -172,6 +172,32 @@ def test_readme_streams_table_is_the_catalog() -> None:
     assert documented == actual
 
 
+def readme_capabilities() -> list[str]:
+    """The capabilities README.md's Capabilities section lists, one `- `name`: …` item each."""
+    return re.findall(r"^- `([a-z-]+)`:", section(README, "## Capabilities"), re.MULTILINE)
+
+
+def test_readme_capabilities_are_the_taps_and_the_hubs() -> None:
+    """README.md lists what `--about` advertises, nothing else; so does hub/tap-whoop.yml."""
+    advertised = json.loads(about("json"))["capabilities"]
+    listed = readme_capabilities()
+    assert len(listed) == len(set(listed)), f"README.md lists a capability twice: {listed}"
+    assert sorted(listed) == sorted(advertised), (
+        f"README.md's Capabilities list {sorted(listed)} is not `--about`'s {sorted(advertised)}"
+    )
+    hub = yaml.safe_load((ROOT / "hub" / "tap-whoop.yml").read_text(encoding="utf-8"))
+    assert sorted(hub["capabilities"]) == sorted(advertised)
+
+
+def test_no_capability_the_tap_does_not_have() -> None:
+    """ACTIVATE_VERSION is never sent, and the SDK's batch files would bypass the tap's filter."""
+    advertised = set(json.loads(about("json"))["capabilities"])
+    assert not advertised & {"activate-version", "batch"}
+    assert {"catalog", "discover", "state", "about", "stream-maps", "schema-flattening"} <= (
+        advertised
+    )
+
+
 def test_readme_default_selection_is_meltano_ymls() -> None:
     """The streams meltano.yml selects are those selected by default."""
     selected = {pattern.split(".")[0] for pattern in tap_plugin()["select"]}

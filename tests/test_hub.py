@@ -142,7 +142,8 @@ def _with_bad_python(definition: dict[str, t.Any]) -> None:
         (_with_bad_kind, "settings/0/kind"),  # base_setting.schema.json, two $refs down
         (_with_unknown_key, "(top)"),  # extractors.schema.json's additionalProperties
         (_without_quality, "(top)"),
-        (_with_bad_capability, "capabilities/9"),  # extractors_specific.schema.json
+        # extractors_specific.schema.json; the index is the appended one's
+        (_with_bad_capability, f"capabilities/{len(load_yaml(DEFINITION)['capabilities'])}"),
         (_with_bad_python, "supported_python_versions/5"),  # common.schema.json
     ],
     ids=["bad-kind", "unknown-key", "no-quality", "bad-capability", "bad-python-version"],
