@@ -205,3 +205,49 @@ def test_readme_default_selection_is_meltano_ymls() -> None:
         row[0].strip("`") for row in table(section(README, "## Streams")) if row[3] == "yes"
     }
     assert selected == documented
+
+
+#: The project's own docs: links between them must resolve in a clone.
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    ROOT / "CHANGELOG.md",
+    ROOT / "benchmarks" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of `markdown` (code blocks left out)."""
+    found: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (heading := re.match(r"#+ (.*)", line)):
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            found.add(text.replace(" ", "-"))
+    return found
+
+
+def test_links_between_the_docs_resolve() -> None:
+    """Every relative link names a file of the repository, and a heading of it if it has `#`."""
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            if not linked.exists() or not linked.is_relative_to(ROOT):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and anchor not in anchors(linked.read_text(encoding="utf-8")):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_no_placeholder_urls_in_the_docs() -> None:
+    for doc in [*DOCS, ROOT / "hub" / "tap-whoop.yml", ROOT / "pyproject.toml"]:
+        text = doc.read_text(encoding="utf-8")
+        assert "example.invalid" not in text, doc.relative_to(ROOT)
