@@ -101,7 +101,8 @@ def capacity(d: Result) -> tuple[str, str, str]:
         f"each (the sandbox's minute window scaled down {d['k']}{X}, WHOOP's limits kept)"
     )
     result = (
-        f"{d['requests_per_member_day']:.1f} requests per member-day, "
+        f"{d['requests_per_member_day']:.1f} requests per member-day "
+        f"({_n(d['members_per_app_at_this_rate'])} members per app at that rate), "
         f"{_n(d['existing_fresh_fewest'])} of {_n(d['members'])} fresh every day, "
         f"{d['rate_limited_total']} {X} 429; the {onboarding['members']} histories "
         f"({_n(onboarding['minimum_requests'])} requests at the least) done in "
@@ -124,9 +125,11 @@ def workers(d: Result) -> tuple[str, str, str]:
     result = (
         f"{_n(delivered)} of {_n(sum(s['sandbox'] for s in streams))} records delivered, "
         f"{sum(s['by_two_workers'] for s in streams)} by two workers; {d['invalid_grant']} "
-        f"`invalid_grant`, {d['rate_limited']} {X} 429; at most {d['peak_requests_in_60s']} "
-        f"requests in any 60 s; {d['tokens']['refreshes']} refreshes, "
-        f"{d['tokens']['wasted_refreshes']} wasted"
+        f"`invalid_grant`, {d['rate_limited']} {X} 429, "
+        f"{d['tokens']['requests_with_dead_token']} requests with an expired token; at most "
+        f"{d['peak_requests_in_60s']} requests in any 60 s, each at most "
+        f"{d['slot_to_arrival']['max_seconds']} s after its slot in the shared window; "
+        f"{d['tokens']['refreshes']} refreshes, {d['tokens']['wasted_refreshes']} wasted"
     )
     return what, result, f"all delivered once; 0; 0; ≤ {d['sandbox_per_minute']}; 0 wasted"
 
