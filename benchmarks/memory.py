@@ -2,7 +2,8 @@
 
 Why: a tap should stream, holding one page at a time, so a member with a long history must not
 need more memory than a new one. Each sync runs in its own child process (stdout to /dev/null)
-and wait4 reports that child's own peak RSS; importing the tap alone is the floor.
+and GNU time reports that child's own peak RSS (see `_common.run_child`); importing the tap
+alone is the floor.
 
     python benchmarks/memory.py
 """

@@ -17,6 +17,7 @@ import click
 from singer_sdk import Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, MappingError
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import StateMessage
 from singer_sdk.tap_base import CliTestOptionValue
 
@@ -45,7 +46,7 @@ from tap_whoop.streams.endpoints import STREAM_TYPES, CycleChildStream, ProfileS
 from tap_whoop.webhooks.drain import WEBHOOKS_KEY, drain_inbox
 
 if t.TYPE_CHECKING:
-    from tap_whoop.streams.base import WhoopStream
+    from singer_sdk.helpers.capabilities import CapabilitiesEnum
 
 logger = logging.getLogger("tap-whoop")
 
@@ -63,6 +64,21 @@ class TapWhoop(Tap):
     """Singer tap for the WHOOP API v2."""
 
     name = "tap-whoop"
+    #: What the tap does, as `--about` says it (README.md's Capabilities list; the Hub file's).
+    #: Not the SDK's `activate-version`: the tap never sends ACTIVATE_VERSION, since a run
+    #: rewrites only some rows of a full-table stream (profile and body measurement are re-read
+    #: once a day, other shards' members not at all) and a target would drop the rest. Not
+    #: `batch`: the SDK's batch files bypass the tap's record filter (a profile that was not
+    #: re-read would be written as a row of nulls).
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
     #: msgspec serializes records about twice as fast as the standard library.
     message_writer_class = MsgSpecWriter
     config_jsonschema = CONFIG_SCHEMA

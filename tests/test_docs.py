@@ -172,6 +172,32 @@ def test_readme_streams_table_is_the_catalog() -> None:
     assert documented == actual
 
 
+def readme_capabilities() -> list[str]:
+    """The capabilities README.md's Capabilities section lists, one `- `name`: …` item each."""
+    return re.findall(r"^- `([a-z-]+)`:", section(README, "## Capabilities"), re.MULTILINE)
+
+
+def test_readme_capabilities_are_the_taps_and_the_hubs() -> None:
+    """README.md lists what `--about` advertises, nothing else; so does hub/tap-whoop.yml."""
+    advertised = json.loads(about("json"))["capabilities"]
+    listed = readme_capabilities()
+    assert len(listed) == len(set(listed)), f"README.md lists a capability twice: {listed}"
+    assert sorted(listed) == sorted(advertised), (
+        f"README.md's Capabilities list {sorted(listed)} is not `--about`'s {sorted(advertised)}"
+    )
+    hub = yaml.safe_load((ROOT / "hub" / "tap-whoop.yml").read_text(encoding="utf-8"))
+    assert sorted(hub["capabilities"]) == sorted(advertised)
+
+
+def test_no_capability_the_tap_does_not_have() -> None:
+    """ACTIVATE_VERSION is never sent, and the SDK's batch files would bypass the tap's filter."""
+    advertised = set(json.loads(about("json"))["capabilities"])
+    assert not advertised & {"activate-version", "batch"}
+    assert {"catalog", "discover", "state", "about", "stream-maps", "schema-flattening"} <= (
+        advertised
+    )
+
+
 def test_readme_default_selection_is_meltano_ymls() -> None:
     """The streams meltano.yml selects are those selected by default."""
     selected = {pattern.split(".")[0] for pattern in tap_plugin()["select"]}
@@ -179,3 +205,52 @@ def test_readme_default_selection_is_meltano_ymls() -> None:
         row[0].strip("`") for row in table(section(README, "## Streams")) if row[3] == "yes"
     }
     assert selected == documented
+
+
+#: The project's own docs: links between them must resolve in a clone.
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    ROOT / "CHANGELOG.md",
+    ROOT / "benchmarks" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of `markdown` (code blocks left out)."""
+    found: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (heading := re.match(r"#+ (.*)", line)):
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            found.add(text.replace(" ", "-"))
+    return found
+
+
+def test_links_between_the_docs_resolve() -> None:
+    """Every relative link names a file of the repository, and a heading of it if it has `#`."""
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            if not linked.exists() or not linked.is_relative_to(ROOT):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and anchor not in anchors(linked.read_text(encoding="utf-8")):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_no_placeholder_urls_in_the_docs() -> None:
+    for doc in [*DOCS, ROOT / "hub" / "tap-whoop.yml", ROOT / "pyproject.toml"]:
+        text = doc.read_text(encoding="utf-8")
+        hosts = re.findall(r"https?://([\w.-]+)", text)
+        # .invalid is reserved never to resolve (RFC 2606): a placeholder left in, not a link.
+        placeholders = [host for host in hosts if host.rstrip(".").endswith(".invalid")]
+        assert placeholders == [], f"{doc.relative_to(ROOT)}: {placeholders}"

@@ -12,6 +12,7 @@ import copy
 import filecmp
 import json
 import os
+import re
 import subprocess
 import sys
 import typing as t
@@ -23,6 +24,8 @@ import yaml
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT7
+
+from tap_whoop import USER_AGENT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFINITION = ROOT / "hub" / "tap-whoop.yml"
@@ -142,7 +145,8 @@ def _with_bad_python(definition: dict[str, t.Any]) -> None:
         (_with_bad_kind, "settings/0/kind"),  # base_setting.schema.json, two $refs down
         (_with_unknown_key, "(top)"),  # extractors.schema.json's additionalProperties
         (_without_quality, "(top)"),
-        (_with_bad_capability, "capabilities/9"),  # extractors_specific.schema.json
+        # extractors_specific.schema.json; the index is the appended one's
+        (_with_bad_capability, f"capabilities/{len(load_yaml(DEFINITION)['capabilities'])}"),
         (_with_bad_python, "supported_python_versions/5"),  # common.schema.json
     ],
     ids=["bad-kind", "unknown-key", "no-quality", "bad-capability", "bad-python-version"],
@@ -304,6 +308,13 @@ def test_select_keeps_the_drill_downs_off(
     expected = [f"{name}.*" for name, on in default_selection.items() if on]
     expected += [f"!{name}.*" for name, on in default_selection.items() if not on]
     assert sorted(definition["select"]) == sorted(expected)
+
+
+def test_links_are_the_packages_page(definition: dict[str, t.Any]) -> None:
+    """No placeholder: repo and docs are the PyPI page the tap's User-Agent names."""
+    (page,) = re.findall(r"\(\+(https://[^)]+)\)", USER_AGENT)
+    assert definition["repo"] == definition["docs"] == page == "https://pypi.org/project/tap-whoop/"
+    assert "example.invalid" not in DEFINITION.read_text(encoding="utf-8")
 
 
 def test_identity(definition: dict[str, t.Any], about: dict[str, t.Any]) -> None:

@@ -1,9 +1,9 @@
-"""End to end: the README's concurrent recipes run as printed, in one Meltano project folder.
+"""End to end: the docs' concurrent recipes run as printed, in one Meltano project folder.
 
-The shell blocks of README.md's "Several workers" section (one shard alone the first time, then
-`sync-shards.sh`; then `both-pipelines.sh`, two pipelines of the tap at once) are taken from the
-README itself and run with bash in a Meltano project on the sandbox's four members, twice each;
-every record is loaded once into each loader.
+The shell blocks of docs/operations.md's "Several workers" section (one shard alone the first
+time, then `sync-shards.sh`; then `both-pipelines.sh`, two pipelines of the tap at once) are
+taken from that file itself and run with bash in a Meltano project on the sandbox's four members,
+twice each; every record is loaded once into each loader.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 
 from tap_whoop.settings import shard_of
 from tests import test_deletions_e2e, test_pipelines
+from tests.doc_blocks import sh_block
 from tests.test_pipelines import (
     COLLECTIONS,
     MELTANO,
@@ -43,12 +44,13 @@ pg_schema = test_pipelines.pg_schema
 MEMBERS = ("alice", "bob", "carol", "dave")
 
 
-def readme_block(first_line: str) -> str:
-    """The README's ```sh block whose first line is `first_line`."""
-    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    found = [block for block in blocks if block.startswith(first_line)]
-    assert len(found) == 1, f"README.md has {len(found)} sh block(s) starting {first_line!r}"
-    return found[0]
+#: Where the recipes are printed (they moved there from README.md).
+RECIPES = ROOT / "docs" / "operations.md"
+
+
+def recipe_block(first_line: str) -> str:
+    """docs/operations.md's ```sh block whose first line is `first_line` (there must be one)."""
+    return sh_block(RECIPES, first_line)
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def whoop() -> Iterator[Sandbox]:
         server.stop()
 
 
-def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
+def test_the_shard_recipe_of_docs_operations_runs_as_printed_in_one_project_folder(
     tmp_path: Path, meltano_installed: None, whoop: Sandbox, postgres: Postgres, pg_schema: str
 ) -> None:
     root = tmp_path / "project"
@@ -94,8 +96,8 @@ def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
         "TAP_WHOOP_USERS": f"[{users}]",
         **postgres.target_env(pg_schema),
     }
-    (root / "first-time.sh").write_text(readme_block("# first time only: one shard alone"))
-    (root / "sync-shards.sh").write_text(readme_block("# sync-shards.sh"))
+    (root / "first-time.sh").write_text(recipe_block("# first time only: one shard alone"))
+    (root / "sync-shards.sh").write_text(recipe_block("# sync-shards.sh"))
 
     def bash(script: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -120,7 +122,7 @@ def test_the_readmes_shard_recipe_runs_as_printed_in_one_project_folder(
     assert_every_record_once(lambda table: pg_rows(postgres, pg_schema, table), whoop)
 
     (root / "output").mkdir()
-    (root / "both-pipelines.sh").write_text(readme_block("# both-pipelines.sh"))
+    (root / "both-pipelines.sh").write_text(recipe_block("# both-pipelines.sh"))
     for _ in range(2):
         result = bash("both-pipelines.sh")
         assert result.returncode == 0, problems(result)

@@ -79,7 +79,7 @@ def test_a_shard_that_is_not_i_of_n_is_refused_in_one_line(text: str) -> None:
 def test_a_shard_with_no_member_still_gives_the_loader_every_selected_table_before_anything(
     start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    """The README's first lone shard creates every table, so shards started later never race."""
+    """docs/operations.md's first lone shard makes every table: later shards never race."""
     sandbox = start_sandbox(now=PAST, members=MEMBERS, history_days=5)
     users = [{"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in MEMBERS]
     empty = next(i for i in range(8) if all(shard_of(key, 8) != i for key in MEMBERS))

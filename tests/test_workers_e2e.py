@@ -1,4 +1,4 @@
-"""End to end: the README's recipe for several workers, as separate `meltano run` processes.
+"""End to end: docs/operations.md's recipe for several workers, as separate `meltano run`s.
 
 "Several workers, containers, no local disk": n copies of one configuration, each with its own
 `member_shard` (TAP_WHOOP_MEMBER_SHARD) and its own Meltano state ID (`--state-id-suffix`), all
@@ -133,11 +133,11 @@ def run_round(
     *,
     first_alone: bool = False,
 ) -> Round:
-    """The README's loop: every shard's `meltano run` at once; wait for all.
+    """The loop of docs/operations.md: every shard's `meltano run` at once; wait for all.
 
-    `first_alone`: the very first round starts shard 0 alone, as the README says: it creates the
-    loader's schema and tables, which target-postgres creates without a lock (two shards doing
-    so at once can fail; CI met it once, a target dead mid-run).
+    `first_alone`: the very first round starts shard 0 alone, as docs/operations.md says: it
+    creates the loader's schema and tables, which target-postgres creates without a lock (two
+    shards doing so at once can fail; CI met it once, a target dead mid-run).
     """
 
     def run(index: int) -> subprocess.CompletedProcess[str]:
@@ -251,7 +251,7 @@ def rounds(
 
     first_pods, second_pods = pods(1), pods(2)
     try:
-        # The README's one-off step before the first schedule: concurrent first runs would
+        # docs/operations.md's one-off step before the first schedule: concurrent first runs would
         # race to create Meltano's tables.
         upgrade = first_pods[0].meltano("upgrade", "database", environment="dev")
         assert upgrade.returncode == 0, log_tail(upgrade)
