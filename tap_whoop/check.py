@@ -14,7 +14,7 @@ import typing as t
 import requests
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_whoop import clock
+from tap_whoop import clock, cost
 from tap_whoop.errors import FIX, Fix, MemberError, MissingScopeError, TapWhoopError
 
 if t.TYPE_CHECKING:
@@ -95,10 +95,6 @@ def _check_member(member: Member, profile: WhoopStream, streams: Sequence[WhoopS
     return line + (f"; skipped: {', '.join(skipped)}" if skipped else "")
 
 
-#: Days of history a full sync without `start_date` is costed for (per year of history).
-YEAR = 365
-
-
 def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
     """What a sync of the selected streams costs one member, in requests, from the streams.
 
@@ -112,7 +108,7 @@ def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
     selected = [profile, *streams]
 
     def requests(days: float) -> int:
-        return sum(stream.estimated_requests(days) for stream in selected)
+        return cost.window(selected, days)
 
     daily = requests(settings.lookback_days + 1)
     if (start_date := settings.start_date) is not None:
@@ -122,5 +118,5 @@ def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
         days = max((end - start_date).total_seconds() / 86_400, 0)
         full = f"a full sync from start_date costs about {requests(days)} requests"
     else:
-        full = f"a full sync costs about {requests(YEAR)} requests per year of history"
+        full = f"a full sync costs about {requests(cost.YEAR)} requests per year of history"
     return f"{full}; a daily incremental run about {daily}"

@@ -11,14 +11,13 @@ import math
 import typing as t
 from dataclasses import dataclass
 
-from tap_whoop import clock
+from tap_whoop import clock, cost
 from tap_whoop.http import DAILY_RESERVE
 from tap_whoop.settings import parse_time
 from tap_whoop.streams.base import CollectionStream, WhoopStream
 from tap_whoop.streams.endpoints import (
     BodyMeasurementStream,
     CycleChildStream,
-    CyclesStream,
     ProfileStream,
     details_due,
 )
@@ -70,18 +69,13 @@ def member_plans(tap: TapWhoop) -> list[MemberPlan]:
             if bookmark:
                 days = (now - parse_time(bookmark)).total_seconds() / 86_400
                 days += stream.lookback.total_seconds() / 86_400
-                plan.new_records += _cost(stream, per_cycle, days)
+                plan.new_records += cost.collection(stream, per_cycle, days)
             if not bookmark or (partition or {}).get("backfill_end"):
-                plan.history += _cost(stream, per_cycle, _history_days(tap, partition, now))
+                plan.history += cost.collection(
+                    stream, per_cycle, _history_days(tap, partition, now)
+                )
         plans.append(plan)
     return plans
-
-
-def _cost(stream: CollectionStream, per_cycle: list[CycleChildStream], days: float) -> int:
-    cost = stream.estimated_requests(max(days, 0))
-    if isinstance(stream, CyclesStream):
-        cost += sum(child.estimated_requests(days) for child in per_cycle)
-    return cost
 
 
 def _history_days(
@@ -151,7 +145,7 @@ def _day(
     collections = [s for s in streams if isinstance(s, CollectionStream)]
     per_cycle = [s for s in streams if isinstance(s, CycleChildStream) and s.enabled]
     window = hours_between / 24 + tap.run.settings.lookback_days
-    per_run = sum(_cost(stream, per_cycle, window) for stream in collections)
+    per_run = sum(cost.collection(stream, per_cycle, window) for stream in collections)
     details_count = sum(1 for s in streams if isinstance(s, ProfileStream | BodyMeasurementStream))
     reads_per_day = (
         runs_per_day

@@ -21,7 +21,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.singerlib import StateMessage
 from singer_sdk.tap_base import CliTestOptionValue
 
-from tap_whoop import clock, stop
+from tap_whoop import clock, cost, stop
 from tap_whoop.check import check_credentials
 from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
 from tap_whoop.progress import Progress
@@ -248,7 +248,10 @@ class TapWhoop(Tap):
             if isinstance(stream, CollectionStream)
         }
         writer = self.paced_state_writer
-        self.progress.incremental_cost, self.progress.details_cost = self._incremental_cost()
+        selected = [t.cast("WhoopStream", s) for s in self.streams.values() if s.selected]
+        self.progress.incremental_cost, self.progress.details_cost = cost.incremental(
+            selected, self.run.settings.lookback_days
+        )
         self._refuse_a_budget_below_one_member()
         self._forget_committed_deletions()
         try:
@@ -356,25 +359,6 @@ class TapWhoop(Tap):
             now = datetime.datetime.now(datetime.timezone.utc)
             resume = now + datetime.timedelta(seconds=seconds)
             self._notes[DAY_SPENT_KEY] = resume.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def _incremental_cost(self) -> tuple[int, int]:
-        """Requests of one member's incremental sync, about: collections, then profile and body.
-
-        A page per selected collection, and a request per cycle of the window for each
-        per-cycle stream.
-        """
-        selected = [stream for stream in self.streams.values() if stream.selected]
-        days = self.run.settings.lookback_days + 1
-        collections = sum(
-            t.cast("WhoopStream", stream).estimated_requests(days)
-            if isinstance(stream, CycleChildStream)
-            else 1
-            for stream in selected
-            if isinstance(stream, CollectionStream | CycleChildStream)
-        )
-        return collections, len(selected) - sum(
-            1 for stream in selected if isinstance(stream, CollectionStream | CycleChildStream)
-        )
 
     def _report_budget(self) -> None:
         if left := self.progress.backfill_left:

@@ -1,0 +1,58 @@
+"""What a sync costs in requests: one model, from what each stream declares.
+
+Each stream says what a window of days costs it (`WhoopStream.estimated_requests`): one request
+for a profile or a body measurement, a page per 25 typical records for a collection, one per
+cycle for an enabled per-cycle stream, one per configured id for a by-id stream. The run's
+budget (`TapWhoop`), `--test` (`check`) and `plan` all count with the functions here.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_whoop.streams.base import CollectionStream
+from tap_whoop.streams.endpoints import (
+    BodyMeasurementStream,
+    CycleChildStream,
+    CyclesStream,
+    ProfileStream,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tap_whoop.streams.base import WhoopStream
+
+#: Days of history a full sync without `start_date` is costed for (per year of history).
+YEAR = 365
+
+
+def window(streams: Iterable[WhoopStream], days: float) -> int:
+    """Requests of one member's sync of `streams` over a window of `days`."""
+    return sum(stream.estimated_requests(max(days, 0)) for stream in streams)
+
+
+def collection(stream: CollectionStream, per_cycle: Iterable[WhoopStream], days: float) -> int:
+    """Requests of one collection over `days`, with the per-cycle streams under `cycles`."""
+    cost = stream.estimated_requests(max(days, 0))
+    if isinstance(stream, CyclesStream):
+        cost += window(per_cycle, days)
+    return cost
+
+
+def is_detail(stream: WhoopStream) -> bool:
+    """A profile or body measurement: read once per `profile_interval_hours`, not per window."""
+    return isinstance(stream, ProfileStream | BodyMeasurementStream)
+
+
+def incremental(streams: Iterable[WhoopStream], lookback_days: int) -> tuple[int, int]:
+    """One member's incremental run: (its windows' requests, the rest's).
+
+    The windows are the collections and the per-cycle streams, over `lookback_days` plus the
+    day since the last run; the rest are the profile, the body measurement and by-id records.
+    """
+    selected = list(streams)
+    windowed = [s for s in selected if isinstance(s, CollectionStream | CycleChildStream)]
+    rest = [s for s in selected if s not in windowed]
+    days = lookback_days + 1
+    return window(windowed, days), window(rest, days)
