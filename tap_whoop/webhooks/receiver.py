@@ -30,9 +30,7 @@ import typing as t
 import uuid
 from dataclasses import dataclass
 
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
+from waitress import create_server
 from werkzeug.wrappers import Request, Response
 
 from tap_whoop.errors import TapWhoopError, TokenStoreError
@@ -79,9 +77,6 @@ CHANNEL_TIMEOUT_SECONDS = 15
 MAX_HEADER_BYTES = 32 * 1024
 BACKSTOP_BODY_BYTES = 4 * MAX_BODY_BYTES
 """waitress's own limit: bigger bodies are refused (413) before any byte of them is buffered."""
-SHUTDOWN_GRACE_SECONDS = 5.0
-"""On SIGTERM, how long deliveries being answered may take to finish."""
-_POLL_SECONDS = 0.2
 
 _MILLISECONDS = re.compile(r"[0-9]{1,15}")
 
@@ -411,11 +406,9 @@ class WebhookServer:
     """A receiver served by waitress on `host:port` (0: a free port), until `stop()`."""
 
     def __init__(self, app: Receiver, host: str, port: int) -> None:
-        self.host = host
         sockets = _listening_sockets(host, port)
         self.addresses = [sock.getsockname()[:2] for sock in sockets]
-        self._map: dict[int, t.Any] = {}
-        self._stopping = threading.Event()
+        self._map = _StoppableSocketMap()
         try:
             self._server = create_server(
                 app,
@@ -427,17 +420,13 @@ class WebhookServer:
                 cleanup_interval=max(1, CHANNEL_TIMEOUT_SECONDS // 3),
                 max_request_header_size=MAX_HEADER_BYTES,
                 max_request_body_size=BACKSTOP_BODY_BYTES,
-                asyncore_use_poll=True,
-                asyncore_loop_timeout=_POLL_SECONDS,
+                asyncore_use_poll=True,  # select() cannot watch CONNECTION_LIMIT sockets
                 ident="tap-whoop",
             )
         except Exception:
             for sock in sockets:
                 sock.close()
             raise
-        self._listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
-        self._closing = threading.Lock()
-        self._closed = False
 
     @property
     def port(self) -> int:
@@ -453,41 +442,49 @@ class WebhookServer:
         ]
 
     def serve(self) -> None:
-        """Answer requests until `stop()`; then finish what is being answered, and close."""
+        """Answer requests until `stop()`; then finish what is being answered, and close.
+
+        The requests being answered get 5 seconds (waitress's); their threads send the answers.
+        """
         try:
-            while not self._stopping.is_set():
-                wasyncore.loop(timeout=_POLL_SECONDS, map=self._map, use_poll=True, count=1)
+            self._server.run()
         finally:
-            self._shut_down()
+            self._server.close()
+            self._map.close_connections()
 
     def stop(self) -> None:
-        """Ask `serve()` to return (from any thread, or a signal handler)."""
-        self._stopping.set()
-        if not self._closing.acquire(blocking=False):
-            return  # closing already (perhaps in this very thread, interrupted by a signal)
-        try:
-            if not self._closed:
-                with contextlib.suppress(OSError):
-                    self._listeners[0].pull_trigger()  # wake the loop: a write to its pipe
-        finally:
-            self._closing.release()
+        """Ask `serve()` to return (from any thread, or a signal handler).
 
-    def _shut_down(self) -> None:
-        for listener in self._listeners:  # stop accepting; keep the trigger that wakes the loop
-            wasyncore.dispatcher.close(listener)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        while time.monotonic() < deadline and self._answering():
-            wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
-        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=SHUTDOWN_GRACE_SECONDS)
-        with self._closing:
-            self._closed = True
-            wasyncore.close_all(self._map)
+        A connection to the server wakes its loop to see it at once, not at its next turn.
+        """
+        self._map.stopping = True
+        host, port = self.addresses[0]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with contextlib.suppress(OSError), socket.socket(family) as knock:
+            knock.setblocking(False)
+            knock.connect_ex((host, port))
 
-    def _answering(self) -> bool:
-        return any(
-            isinstance(channel, HTTPChannel) and (channel.requests or channel.total_outbufs_len)
-            for channel in list(self._map.values())
-        )
+
+class _StoppableSocketMap(dict[int, t.Any]):
+    """waitress's socket map, made to end `run()` from any thread: the one use of its internals.
+
+    waitress stops only on Ctrl-C (Pylons/waitress#343: no programmatic shutdown): on a
+    KeyboardInterrupt or SystemExit in the thread that runs it, `run()` gives the requests being
+    answered 5 seconds and returns. Its loop tests this map before each turn (at least once a
+    second), in that thread: there SystemExit is raised once `stopping`. Its `close()` leaves a
+    lone listener's connections open: `close_connections` closes them.
+    """
+
+    stopping = False
+
+    def __bool__(self) -> bool:
+        if self.stopping:
+            raise SystemExit
+        return len(self) > 0
+
+    def close_connections(self) -> None:
+        for dispatcher in list(self.values()):
+            dispatcher.close()
 
 
 def _listening_sockets(host: str, port: int) -> list[socket.socket]:
