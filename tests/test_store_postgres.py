@@ -30,10 +30,10 @@ from tap_whoop.errors import TokenStoreError
 from tap_whoop.http import AppPacer
 from tap_whoop.oauth.member import MemberAuth
 from tap_whoop.run import Run
-from tap_whoop.stores import postgres as pgstore
 from tap_whoop.stores import tokens as token_rules
 from tap_whoop.stores.inbox import Event
 from tap_whoop.stores.postgres import SCHEMA_VERSION, Database, PostgresTokenStore, PostgresWindow
+from tap_whoop.stores.postgres import database as pg_database
 from tap_whoop.webhooks.receiver import WEBHOOK_PATH, Receiver, WebhookServer
 from tests.auth_support import (
     catalog_file,
@@ -268,7 +268,7 @@ def test_a_store_server_that_restarts_is_waited_for_with_backoff_and_the_operati
 def test_a_store_server_that_does_not_come_back_ends_in_one_line(
     proxy: PostgresProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pgstore, "RECONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(pg_database, "RECONNECT_SECONDS", 1.0)
     database = Database(proxy.url, timeout=5)
     database.run("read", lambda c: c.execute("SELECT 1").fetchone())
     proxy.outage(60)
