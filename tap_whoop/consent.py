@@ -195,7 +195,7 @@ def complete_consent(run: Run, member: str, code: str, redirect_uri: str) -> Con
     previous = store.read()["members"].get(member, {})
     store.prove_writable()
     tokens = run.app.exchange_code(code, redirect_uri, member)
-    store_consent(store, member, tokens, configured)
+    store_consent(store, member, tokens, configured, issuer=run.app.oauth_url)
     try:
         profile = member_client(run, member).get(ProfileStream.path, ProfileStream.scope)
     except MemberError as exc:

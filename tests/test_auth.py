@@ -22,7 +22,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tap_whoop.errors import ConfigError, MembersFailedError, TapWhoopError, TokenStoreError
+from tap_whoop.errors import (
+    ConfigError,
+    MemberError,
+    MembersFailedError,
+    TapWhoopError,
+    TokenStoreError,
+)
 from tap_whoop.oauth import app as oauth_app
 from tap_whoop.oauth import member as oauth_member
 from tap_whoop.oauth.app import WhoopApp
@@ -177,6 +183,41 @@ def test_a_store_without_room_for_the_rotated_token_fails_before_spending_it(
     assert sandbox.stats()["token_requests"] == 0
     assert not store_path(config).exists()
     synced(config)
+
+
+def test_a_store_holding_another_oauth_hosts_tokens_is_neither_used_nor_overwritten(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    """The sandbox pointed at the real store (a Meltano `.env` overriding an environment's
+    `config:`) must not replace a real member's rotated token with the sandbox's seed."""
+    store = TokenStore(store_path(config))
+    real = {
+        "refresh_token": "real-rotated-token",
+        "access_token": "real-access-token",
+        "expires_at": time.time() + 3000,
+        "lifetime": 3600.0,
+        "user_id": 10129,
+        "issuer": "api.prod.whoop.com",
+    }
+    store.put("default", real)
+    before = store_path(config).read_bytes()
+    app = WhoopApp(CLIENT_ID, CLIENT_SECRET, config["oauth_url"])
+    with pytest.raises(MemberError) as raised:
+        MemberAuth("default", config["refresh_token"], store, app).access_token()
+    message = str(raised.value)
+    assert "holds tokens issued by api.prod.whoop.com" in message
+    assert "oauth_url is at 127.0.0.1; nothing was spent or changed" in message
+    assert "real-rotated-token" not in message
+    assert "real-access-token" not in message
+    assert store_path(config).read_bytes() == before
+    assert sandbox.stats()["token_requests"] == 0
+
+
+def test_a_refreshed_entry_records_the_host_that_issued_it(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    synced(config)
+    assert stored(config)["default"]["issuer"] == "127.0.0.1"
 
 
 def test_the_store_file_is_written_exactly_as_json_would_write_it_whatever_was_reused(

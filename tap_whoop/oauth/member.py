@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import typing as t
+from urllib.parse import urlsplit
 
 from tap_whoop.errors import (
     FIX,
@@ -90,6 +91,7 @@ class MemberAuth:
             return self._access_token
         with self._store.locked(self.key):
             entry = self._entry(self._store.get(self.key))
+            self._refuse_another_issuers(entry)
             configured = fingerprint(self._configured) if self._configured else None
             reseeded = configured is not None and not accounts_for(entry, configured)
             if not reseeded and not force_refresh and self._usable(entry):
@@ -144,6 +146,7 @@ class MemberAuth:
             "scope": text_field(tokens, "scope") or entry.get("scope"),
             "seeded_from": configured or entry.get("seeded_from"),
             "seen": moved_past(entry, entry.get("refresh_token"), refresh_token),
+            "issuer": issuer_of(self._app.oauth_url),
             "updated_at": utc_now(),
         }
         updated.pop("refreshing", None)
@@ -159,6 +162,25 @@ class MemberAuth:
             self._retry_token, self._rejected_token = access_token, None
         self._adopt(updated)
         logger.info("Member %r: access token refreshed; rotated token stored", self.key)
+
+    def _refuse_another_issuers(self, entry: t.Mapping[str, t.Any]) -> None:
+        """An entry whose tokens another OAuth host issued is never used, nor overwritten.
+
+        E.g. the sandbox pointed at the real token store (a Meltano `.env` overrides an
+        environment's `config:`): its seed token would replace the member's real rotated one.
+        """
+        issuer = entry.get("issuer")
+        ours = issuer_of(self._app.oauth_url)
+        if not isinstance(issuer, str) or issuer == ours:
+            return
+        raise MemberError(
+            f"member {self.key!r}: the token store {self._store.path} holds tokens issued by "
+            f"{issuer}, but this run's oauth_url is at {ours}; nothing was spent or changed. A run "
+            "against another server (the sandbox?) needs a token store of its own "
+            "(token_store_path, or store_url unset); if WHOOP moved its OAuth URL, "
+            f"re-authorize with `{FIX}`",
+            Fix.reauthorize(self.key),
+        )
 
     def identity_unverified(self, entry: t.Mapping[str, t.Any]) -> bool:
         """Whether the entry's WHOOP user id may not be this member's token's any more.
@@ -233,8 +255,18 @@ class MemberAuth:
         self._lifetime = lifetime_of(entry, "lifetime")
 
 
+def issuer_of(oauth_url: str) -> str:
+    """The host that issues an app's tokens (a sandbox's port may change between runs)."""
+    return (urlsplit(oauth_url).hostname or oauth_url).lower()
+
+
 def store_consent(
-    store: TokenStorage, key: str, tokens: dict[str, t.Any], configured_refresh_token: str | None
+    store: TokenStorage,
+    key: str,
+    tokens: dict[str, t.Any],
+    configured_refresh_token: str | None,
+    *,
+    issuer: str | None = None,
 ) -> None:
     """Record a member's freshly consented tokens, replacing what the store had for them.
 
@@ -262,6 +294,7 @@ def store_consent(
                 else previous.get("seeded_from")
             ),
             "seen": moved_past(previous, previous.get("refresh_token"), configured_refresh_token),
+            **({"issuer": issuer_of(issuer)} if issuer else {}),
             "updated_at": utc_now(),
         }
         store.write(data)
