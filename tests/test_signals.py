@@ -76,7 +76,11 @@ def test_a_signal_mid_history_stops_at_the_next_page_and_the_next_run_goes_on_fr
     sandbox.inject_fault(WORKOUTS, "timeout", times=1000)
     config = tap_config(sandbox, tmp_path)
     tap = Tap(write_json(tmp_path / "config.json", config), tmp_path / "out", tmp_path / "err")
-    tap.wait_for(lambda: '"type":"RECORD","stream":"workout"' in tap.out.read_text(), "workout")
+    # two pages delivered: a stop after one page costs the next run what starting over would
+    tap.wait_for(
+        lambda: tap.out.read_text().count('"type":"RECORD","stream":"workout"') > 25,
+        "a second page of workouts",
+    )
 
     exit_code, seconds = tap.stop(signum)
 
