@@ -100,9 +100,10 @@ def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
 
     Each stream declares its cost for a window of days (`WhoopStream.estimated_requests`): one
     request for a profile or body measurement, a page per 25 typical records for a collection,
-    one per cycle for an enabled per-cycle stream, one per configured id for a by-id stream. A
-    full sync's window runs from `start_date` (a year of history without one) to `end_date` or
-    now; a daily incremental run's is `lookback_days` plus the day since the last run.
+    one per cycle for an enabled per-cycle stream, one per sleep for enabled sleep signals, one
+    per configured id for a by-id stream. A full sync's window runs from `start_date` (a year
+    of history without one) to `end_date` or now; a daily incremental run's is
+    `lookback_days` plus the day since the last run.
     """
     settings = profile.settings
     selected = [profile, *streams]

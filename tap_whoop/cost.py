@@ -2,7 +2,8 @@
 
 Each stream says what a window of days costs it (`WhoopStream.estimated_requests`): one request
 for a profile or a body measurement, a page per 25 typical records for a collection, one per
-cycle for an enabled per-cycle stream, one per configured id for a by-id stream. The run's
+cycle for an enabled per-cycle stream, one per sleep for enabled sleep signals, one per
+configured id for a by-id stream. The run's
 budget (`TapWhoop`), `--test` (`check`) and `plan` all count with the functions here.
 """
 
@@ -14,8 +15,8 @@ from tap_whoop.streams.base import CollectionStream
 from tap_whoop.streams.endpoints import (
     BodyMeasurementStream,
     CycleChildStream,
-    CyclesStream,
     ProfileStream,
+    SleepSignalsStream,
 )
 
 if t.TYPE_CHECKING:
@@ -32,12 +33,23 @@ def window(streams: Iterable[WhoopStream], days: float) -> int:
     return sum(stream.estimated_requests(max(days, 0)) for stream in streams)
 
 
-def collection(stream: CollectionStream, per_cycle: Iterable[WhoopStream], days: float) -> int:
-    """Requests of one collection over `days`, with the per-cycle streams under `cycles`."""
+#: Streams that send one request per record of their parent collection, when enabled.
+PER_RECORD = (CycleChildStream, SleepSignalsStream)
+
+
+def per_record(streams: Iterable[t.Any]) -> list[WhoopStream]:
+    """The enabled streams of `streams` that cost a request per record of their parent."""
+    return [s for s in streams if isinstance(s, PER_RECORD) and s.enabled]
+
+
+def collection(stream: CollectionStream, per_record: Iterable[WhoopStream], days: float) -> int:
+    """Requests of one collection over `days`, with those of its per-record children.
+
+    The per-cycle streams under `cycles`, the sleep signals under `sleep`.
+    """
     cost = stream.estimated_requests(max(days, 0))
-    if isinstance(stream, CyclesStream):
-        cost += window(per_cycle, days)
-    return cost
+    children = [s for s in per_record if isinstance(stream, s.parent_stream_type or ())]
+    return cost + window(children, days)
 
 
 def is_detail(stream: WhoopStream) -> bool:
@@ -48,11 +60,11 @@ def is_detail(stream: WhoopStream) -> bool:
 def incremental(streams: Iterable[WhoopStream], lookback_days: int) -> tuple[int, int]:
     """One member's incremental run: (its windows' requests, the rest's).
 
-    The windows are the collections and the per-cycle streams, over `lookback_days` plus the
+    The windows are the collections and their per-record streams, over `lookback_days` plus the
     day since the last run; the rest are the profile, the body measurement and by-id records.
     """
     selected = list(streams)
-    windowed = [s for s in selected if isinstance(s, CollectionStream | CycleChildStream)]
+    windowed = [s for s in selected if isinstance(s, (CollectionStream, *PER_RECORD))]
     rest = [s for s in selected if s not in windowed]
     days = lookback_days + 1
     return window(windowed, days), window(rest, days)

@@ -114,6 +114,23 @@ class MissingScopeError(MemberError):
         self.status = status
 
 
+class DeactivatedUserError(MemberError):
+    """WHOOP answers 403 `deactivated_user`: the membership is inactive, not the consent wrong.
+
+    Only the stream that asked fails (the sleep signals): re-authorizing would not help.
+    """
+
+    whole_member = False
+
+    def __init__(self, member: str, path: str) -> None:
+        super().__init__(
+            f"member {member!r}: WHOOP refused {path} with 403 deactivated_user: the member's "
+            "WHOOP membership is inactive; their sleep signals are set aside until it is active "
+            "again (the other members and streams go on)"
+        )
+        self.path = path
+
+
 class BadDataError(MemberError):
     """WHOOP answered with a page or record the tap cannot trust: only that stream fails."""
 

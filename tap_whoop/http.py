@@ -39,6 +39,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import (
     ConfigError,
+    DeactivatedUserError,
     MissingScopeError,
     QuotaExhaustedError,
     ReauthorizeError,
@@ -379,6 +380,8 @@ def classify(
         raise ReauthorizeError(
             auth.key, "WHOOP rejected a freshly refreshed access token (HTTP 401)"
         )
+    if status == 403 and _error_of(response) == "deactivated_user":
+        raise DeactivatedUserError(auth.key, path)
     if status == 403:
         raise MissingScopeError(auth.key, path, scope, describe_status(response))
     if status == 429:
@@ -402,6 +405,14 @@ def classify(
             f"api_url ({_api_root(response)}) is not WHOOP's API root, e.g. {DEFAULT_API_URL}",
             response,
         ) from None
+
+
+def _error_of(response: requests.Response) -> t.Any:
+    """The `error` of WHOOP's JSON error body, if it has one."""
+    if not is_json(response):
+        return None
+    body = json_body(response)
+    return body.get("error") if isinstance(body, dict) else None
 
 
 def _api_root(response: requests.Response) -> str:
@@ -506,9 +517,9 @@ class MemberClient:
         response = self._retrying(self.max_attempts)("GET", path, scope, params)
         return json_body(response)
 
-    def find(self, path: str, scope: str) -> t.Any:
+    def find(self, path: str, scope: str, params: dict[str, t.Any] | None = None) -> t.Any:
         """The record at `path`, or None when WHOOP says it has none there (its JSON 404)."""
-        response = self._retrying(self.max_attempts)("GET", path, scope, None, True)
+        response = self._retrying(self.max_attempts)("GET", path, scope, params, True)
         return None if response.status_code == 404 else json_body(response)
 
     def delete(self, path: str) -> None:

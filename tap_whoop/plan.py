@@ -17,7 +17,6 @@ from tap_whoop.settings import parse_time
 from tap_whoop.streams.base import CollectionStream, WhoopStream
 from tap_whoop.streams.endpoints import (
     BodyMeasurementStream,
-    CycleChildStream,
     ProfileStream,
     details_due,
 )
@@ -53,7 +52,7 @@ def member_plans(tap: TapWhoop) -> list[MemberPlan]:
     streams = [t.cast("WhoopStream", stream) for stream in tap.streams.values() if stream.selected]
     profile = next(s for s in tap.streams.values() if isinstance(s, ProfileStream))
     collections = [s for s in streams if isinstance(s, CollectionStream)]
-    per_cycle = [s for s in streams if isinstance(s, CycleChildStream) and s.enabled]
+    per_cycle = cost.per_record(streams)
     details = [s for s in streams if isinstance(s, ProfileStream | BodyMeasurementStream)]
     user_ids = run.members.known_user_ids()
     now = clock.now()
@@ -143,7 +142,7 @@ def _day(
     hours_between = 24 / runs_per_day
     streams = [s for s in tap.streams.values() if s.selected]
     collections = [s for s in streams if isinstance(s, CollectionStream)]
-    per_cycle = [s for s in streams if isinstance(s, CycleChildStream) and s.enabled]
+    per_cycle = cost.per_record(streams)
     window = hours_between / 24 + tap.run.settings.lookback_days
     per_run = sum(cost.collection(stream, per_cycle, window) for stream in collections)
     details_count = sum(1 for s in streams if isinstance(s, ProfileStream | BodyMeasurementStream))

@@ -46,6 +46,15 @@ DEFAULT_MAX_REQUEST_ATTEMPTS = 8
 #: before year 1000 draws a 400 from it (it is sent as e.g. `999-01-01T00:00:00.000Z`).
 EARLIEST = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 LATEST = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
+#: WHOOP's `types` of the sleep signal stream (`GET /v2/activity/sleep/{sleepId}/stream`).
+SLEEP_SIGNAL_TYPES = (
+    "hr",
+    "skin_temp",
+    "board_temp",
+    "battery_temp",
+    "sleep_classification",
+    "charging_status",
+)
 #: Deeper state or catalog JSON is refused: the SDK walks it recursively (and no Singer
 #: state or catalog comes near it).
 MAX_JSON_DEPTH = 100
@@ -282,6 +291,18 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
             ),
         ),
         th.Property(
+            "sleep_signal_types",
+            th.ArrayType(th.StringType),
+            default=[],
+            title="Sleep signal types",
+            description=(
+                "Signals the `sleep_signals` stream reads for each final sleep: any of `hr`, "
+                "`skin_temp`, `board_temp`, `battery_temp`, `sleep_classification`, "
+                "`charging_status` (WHOOP's `types`). One request per sleep, thousands of "
+                "points each. Empty (the default), the stream is skipped even if selected."
+            ),
+        ),
+        th.Property(
             "reconcile_interval_hours",
             th.NumberType(minimum=0, maximum=8760),
             default=DEFAULT_RECONCILE_INTERVAL_HOURS,
@@ -330,6 +351,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     "store_timeout_seconds",
     "max_request_attempts",
     "per_cycle_streams",
+    "sleep_signal_types",
     "reconcile_interval_hours",
     "webhook_retention_days",
     "webhook_host",
@@ -590,6 +612,7 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         )
     for name, kind in (("cycle_ids", int), ("sleep_ids", uuid.UUID), ("workout_ids", uuid.UUID)):
         errors += _ids_errors(name, config.get(name), kind)
+    errors += _signal_types_errors(config.get("sleep_signal_types"))
     for name in ("api_url", "oauth_url"):
         value = config.get(name)
         if value and urlparse(str(value)).scheme not in ("http", "https"):
@@ -621,6 +644,22 @@ def store_url_problem(url: str) -> str | None:
     except ValueError:
         return "has a port that is not a number from 0 to 65535"
     return None
+
+
+def _signal_types_errors(types: t.Any) -> list[str]:
+    """Signal types WHOOP would refuse with a 400 for every sleep of the run."""
+    known = ", ".join(SLEEP_SIGNAL_TYPES)
+    errors = []
+    for value in types if isinstance(types, list) else []:  # not a list: the schema says so
+        if value not in SLEEP_SIGNAL_TYPES:
+            shown = repr(value)[:40]
+            close = difflib.get_close_matches(str(value), SLEEP_SIGNAL_TYPES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            errors.append(
+                f"sleep_signal_types: {shown} is not a WHOOP signal type: {hint}use any of "
+                f"{known}, or [] to leave sleep_signals off"
+            )
+    return errors
 
 
 def _ids_errors(name: str, ids: t.Any, kind: type) -> list[str]:
@@ -880,6 +919,7 @@ class Settings:
     cycle_ids: tuple[str, ...] = ()
     sleep_ids: tuple[str, ...] = ()
     workout_ids: tuple[str, ...] = ()
+    sleep_signal_types: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -937,4 +977,5 @@ class Settings:
             cycle_ids=ids("cycle_ids"),
             sleep_ids=ids("sleep_ids"),
             workout_ids=ids("workout_ids"),
+            sleep_signal_types=tuple(dict.fromkeys(ids("sleep_signal_types"))),
         )

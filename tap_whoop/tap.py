@@ -42,7 +42,12 @@ from tap_whoop.settings import (
 )
 from tap_whoop.stop import STOP
 from tap_whoop.streams.base import CollectionStream, WhoopStream
-from tap_whoop.streams.endpoints import STREAM_TYPES, CycleChildStream, ProfileStream
+from tap_whoop.streams.endpoints import (
+    STREAM_TYPES,
+    CycleChildStream,
+    ProfileStream,
+    SleepSignalsStream,
+)
 from tap_whoop.webhooks.drain import WEBHOOKS_KEY, drain_inbox
 
 if t.TYPE_CHECKING:
@@ -178,6 +183,11 @@ class TapWhoop(Tap):
                 f"the catalog names unknown stream(s) {', '.join(unknown)}; tap-whoop has "
                 f"{', '.join(sorted(known))}: regenerate it with `tap-whoop --discover`"
             )
+        if self.streams["sleep_signals"].selected and not self.streams["sleep"].selected:
+            raise ConfigError(
+                "sleep_signals is read once per sleep that `sleep` syncs: select `sleep` too "
+                "(without its bookmark every run would list the whole history again)"
+            )
         cycles = self.streams["cycles"]
         for child in cycles.child_streams:
             if child.selected and not cycles.selected:
@@ -206,6 +216,13 @@ class TapWhoop(Tap):
                 "and `sleep` carry the same records 25 to a request; set per_cycle_streams to "
                 "true to sync them",
                 " and ".join(stream.name for stream in skipped),
+            )
+        signals = t.cast("SleepSignalsStream", self.streams["sleep_signals"])
+        if signals.selected and not signals.enabled:
+            signals.selected = False
+            self.logger.info(
+                "sleep_signals: selected, but not synced: it costs one request per sleep; name "
+                'the signals in sleep_signal_types (e.g. ["hr"]) to sync it'
             )
 
     def setup_mapper(self) -> None:

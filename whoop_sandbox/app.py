@@ -50,6 +50,7 @@ from .data import (
     iso,
     to_ms,
 )
+from .signals import DEFAULT_INTERVAL_SECONDS, SIGNAL_FIELDS, signal_stream
 from .webhooks import EVENT_KINDS, Webhooks
 
 READ_SCOPES = (
@@ -302,6 +303,7 @@ class Sandbox:
         member_history_days: Mapping[str, int] | None = None,
         day_window_clock: str = "real",
         count_by_member: bool = False,
+        signal_interval: int = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
         """The arguments after `webhook_url` are for simulations at scale (see `add_member`).
 
@@ -309,7 +311,8 @@ class Sandbox:
         have `history_days`). `day_window_clock="sandbox"` times the daily rate-limit window on
         the sandbox clock, so each simulated day (`advance`) brings a fresh daily budget while
         the minute window keeps real time. `count_by_member` makes `stats()` count API requests
-        per member and path (`by_member`).
+        per member and path (`by_member`). `signal_interval` is the seconds between two points
+        of a sleep's signals.
         """
         keys = _member_keys(members)
         if history_days < 0:
@@ -329,6 +332,11 @@ class Sandbox:
             raise ValueError("rate-limit windows must be positive")
         if access_token_ttl < 1:
             raise ValueError("access_token_ttl must be >= 1")
+        if signal_interval < 1:
+            raise ValueError("signal_interval must be >= 1 second")
+        self.signal_interval = signal_interval
+        #: Members whose membership is inactive: the sleep signal stream answers them 403.
+        self.deactivated: set[str] = set()
         self.client_id = client_id
         self.client_secret = client_secret
         self.access_token_ttl = access_token_ttl
@@ -1238,6 +1246,21 @@ def _sleep(sleep_id: str) -> ResponseReturnValue:
     return _found(_sandbox().find(key, "sleep", _uuid(sleep_id, "sleepId")))
 
 
+@api.get("/v2/activity/sleep/<sleep_id>/stream")
+def _sleep_stream(sleep_id: str) -> ResponseReturnValue:
+    key = _member("read:sleep")
+    sandbox = _sandbox()
+    record_id = _uuid(sleep_id, "sleepId")
+    types = [kind for value in request.args.getlist("types") for kind in value.split(",") if kind]
+    unknown = sorted(set(types) - set(SIGNAL_FIELDS))
+    if unknown:
+        raise SandboxError(400, "bad_request", f"unknown types: {', '.join(unknown)}")
+    if key in sandbox.deactivated:
+        raise SandboxError(403, "deactivated_user", "the member's membership is inactive")
+    sleep = _found(sandbox.find(key, "sleep", record_id))
+    return signal_stream(sleep, types or list(SIGNAL_FIELDS), sandbox.signal_interval)
+
+
 @api.get("/v2/activity/workout/<workout_id>")
 def _workout(workout_id: str) -> ResponseReturnValue:
     key = _member("read:workout")
@@ -1464,6 +1487,21 @@ def _add_member() -> ResponseReturnValue:
     except ValueError as exc:
         raise SandboxError(400, "bad_request", str(exc)) from None
     return {"key": key, "user_id": member.user_id, "seed_refresh_token": seed_token(key)}, 201
+
+
+@admin.post("/members/<key>/deactivate")
+def _deactivate(key: str) -> ResponseReturnValue:
+    """`{"deactivated": false}` reactivates; the sleep signals answer 403 meanwhile."""
+    sandbox = _sandbox()
+    try:
+        sandbox.member(key)
+    except KeyError as exc:
+        raise SandboxError(404, "not_found", str(exc.args[0])) from None
+    if _admin_json().get("deactivated", True):
+        sandbox.deactivated.add(key)
+    else:
+        sandbox.deactivated.discard(key)
+    return {"key": key, "deactivated": key in sandbox.deactivated}
 
 
 @admin.post("/members/<key>/refresh_token")

@@ -26,6 +26,7 @@ from .app import (
     parse_moment,
 )
 from .data import MINUTE, iso, to_ms
+from .signals import DEFAULT_INTERVAL_SECONDS
 from .webhooks import DEFAULT_RETRY_DELAYS
 
 DEFAULT_HOST = "127.0.0.1"
@@ -318,6 +319,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="seed of the drop and duplicate dice; default: 0",
     )
+    parser.add_argument(
+        "--signal-interval",
+        type=int,
+        default=DEFAULT_INTERVAL_SECONDS,
+        metavar="SECONDS",
+        help="seconds between two points of a sleep's signals (/stream); "
+        f"default: {DEFAULT_INTERVAL_SECONDS}",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
 
@@ -376,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_token_ttl=args.access_token_ttl,
             state_file=args.state_file,
             webhook_url=args.webhook_url,
+            signal_interval=args.signal_interval,
         )
         sandbox.configure_webhooks(
             drop=args.webhook_drop,

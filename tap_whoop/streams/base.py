@@ -74,6 +74,11 @@ class _BadData(Exception):
     """What is wrong with an answer; `WhoopStream.get_records` names the member and stream."""
 
 
+def bad_data(problem: str) -> Exception:
+    """What is wrong with an answer, for `WhoopStream.get_records` to name member and stream."""
+    return _BadData(problem)
+
+
 class NextTokenPaginator(BaseAPIPaginator[str | None]):
     """WHOOP's `next_token`: absent or empty ends the stream; an empty page with one goes on.
 
@@ -394,6 +399,26 @@ class WhoopStream(RESTStream[str | None]):
         """`row` with every top-level property of the schema (see `post_process`)."""
         context = context or {}
         return {**{name: context.get(name) for name in self.schema["properties"]}, **row}
+
+    def deletion_record(self, user_id: int, record_id: str) -> dict[str, t.Any]:
+        """A record of this stream saying WHOOP deleted `record_id`: its key, and when."""
+        key = (self.primary_keys or ("id",))[0]
+        typed: t.Any = int(record_id) if _is_integer(self.schema, key) else record_id
+        return {
+            **{name: None for name in self.schema["properties"]},
+            key: typed,
+            "user_id": user_id,
+            "_sdc_deleted_at": now_iso(),
+        }
+
+    def emit_directly(self, record: dict[str, t.Any]) -> None:
+        """Write a record outside the window's pages: it moves no bookmark, has no children."""
+        if not self.selected:
+            return
+        if not self._schema_written:
+            self._write_schema_message()
+            self._schema_written = True
+        self._write_record_message(record)
 
     def estimated_requests(self, days: float) -> int:
         """Requests a sync of one member's `days` of data takes: one, for a single object."""
@@ -771,26 +796,6 @@ class CollectionStream(WhoopStream):
         """What the ledger keeps of an emitted record."""
         key = record.get(self.replication_key or "start")
         return LedgerRow(self.record_id(record), key)
-
-    def deletion_record(self, user_id: int, record_id: str) -> dict[str, t.Any]:
-        """A record of this stream saying WHOOP deleted `record_id`: its key, and when."""
-        key = (self.primary_keys or ("id",))[0]
-        typed: t.Any = int(record_id) if _is_integer(self.schema, key) else record_id
-        return {
-            **{name: None for name in self.schema["properties"]},
-            key: typed,
-            "user_id": user_id,
-            "_sdc_deleted_at": now_iso(),
-        }
-
-    def emit_directly(self, record: dict[str, t.Any]) -> None:
-        """Write a record outside the window's pages: it moves no bookmark, has no children."""
-        if not self.selected:
-            return
-        if not self._schema_written:
-            self._write_schema_message()
-            self._schema_written = True
-        self._write_record_message(record)
 
     def estimated_requests(self, days: float) -> int:
         """Pages of 25 for `days` of typical records (plus the window's `filter_lag`)."""

@@ -15,7 +15,13 @@ from tap_whoop.errors import MemberError
 from tap_whoop.settings import parse_time
 from tap_whoop.stores.inbox import LedgerRow
 from tap_whoop.streams import schemas
-from tap_whoop.streams.base import CollectionStream, WhoopStream, now_iso
+from tap_whoop.streams.base import (
+    CollectionStream,
+    WhoopStream,
+    bad_data,
+    is_final,
+    now_iso,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -237,6 +243,22 @@ class SleepStream(CollectionStream, MemberStream):
         """A sleep's cycle is kept, for the recovery of a sleep WHOOP deletes."""
         return LedgerRow(str(record["id"]), record.get("start"), cycle_id=record.get("cycle_id"))
 
+    def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
+        """The sleep's signals are read as the same member, for this version of the sleep."""
+        assert context is not None
+        return signals_context(record, context["user_id"])
+
+    def emit_directly(self, record: dict[str, t.Any]) -> None:
+        """A sleep emitted outside the pages (a webhook's, a reconciliation's) brings its signals.
+
+        A deletion record takes the sleep's signals with it; a changed final sleep has them
+        read again. The SDK's children only follow the pages.
+        """
+        super().emit_directly(record)
+        for child in self.child_streams:
+            if isinstance(child, SleepSignalsStream) and child.selected and child.enabled:
+                child.follow(record)
+
 
 class WorkoutStream(CollectionStream, MemberStream):
     """Workouts, including activities entered by hand days later."""
@@ -304,6 +326,196 @@ class SleepForCycleStream(CycleChildStream):
     primary_keys = ("id",)
     schema = schemas.SLEEP
     scope = "read:sleep"
+
+
+def signals_context(sleep: dict[str, t.Any], user_id: int) -> dict[str, t.Any]:
+    """What `sleep_signals` needs of a sleep: whose, which, which version, and whether final."""
+    return {
+        "user_id": user_id,
+        "sleep_id": str(sleep["id"]),
+        "updated_at": sleep.get("updated_at"),
+        "start": sleep.get("start"),
+        "final": is_final(sleep),
+    }
+
+
+SIGNALS_HORIZON = datetime.timedelta(days=17)
+"""How far behind a member's newest sleep the state keeps which version of a sleep was read:
+beyond the lookback and a pending score's hold (`MAX_PENDING_HOLD`), no window re-reads it."""
+
+
+class SleepSignalsStream(WhoopStream):
+    """The raw signals WHOOP recorded during each final sleep synced: one request per sleep.
+
+    One record per sleep, keyed by `sleep_id`, with the points as WHOOP sends them: a
+    re-scored or edited sleep's record replaces the old one in an upsert, and a deleted sleep's
+    deletion record takes its points with it. Signals are read once a sleep is final (scored or
+    unscorable), and again only when its `updated_at` moves: the state keeps, per member, which
+    version of each recent sleep was read. Opt-in: `sleep_signal_types` names the signals, and
+    empty (the default) skips the stream even if selected.
+    """
+
+    name = "sleep_signals"
+    path = "/v2/activity/sleep/{sleep_id}/stream"
+    parent_stream_type = SleepStream
+    state_partitioning_keys = ("user_id",)
+    primary_keys = ("sleep_id",)
+    schema = schemas.SLEEP_SIGNALS
+    scope = "read:sleep"
+    selected_by_default = False
+    missing_is_empty = True
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """WHOOP's `types`: the signals asked for (`sleep_signal_types`)."""
+        return self.settings.sleep_signal_types
+
+    @property
+    def enabled(self) -> bool:
+        """Whether `sleep_signal_types` names any signal."""
+        return bool(self.types)
+
+    @property
+    def requests_per_record(self) -> int:
+        """One request per sleep, when enabled."""
+        return 1 if self.enabled else 0
+
+    def estimated_requests(self, days: float) -> int:
+        """At most one per sleep of the window (a sleep read before and unchanged costs none)."""
+        if not self.enabled:
+            return 0
+        return math.ceil(days * SleepStream.typical_records_per_day) + 1
+
+    def probe_context(
+        self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
+    ) -> Context | str:
+        """The member's latest sleep, as `sleep` probed it."""
+        if not self.enabled:
+            return "sleep_signal_types is empty"
+        sleep = found.get("sleep")
+        return signals_context(sleep, context["user_id"]) if sleep else "no sleep yet"
+
+    def get_url_params(
+        self, context: Context | None, next_page_token: str | None
+    ) -> dict[str, t.Any]:
+        """WHOOP's `types`, repeated: `?types=hr&types=skin_temp`."""
+        return {"types": list(self.types)}
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        """The sleep's signals, if it is final and this version of it was not read before."""
+        if not self.enabled or not context or not context.get("final"):
+            return
+        read = self._read(context)
+        sleep_id = context["sleep_id"]
+        if (read.get(sleep_id) or [None])[0] == context.get("updated_at"):
+            return
+        found = False
+        for record in super().get_records(context):
+            found = True
+            yield record
+        member = self.run.members.for_context(context)
+        if member.skips(self.name):
+            return
+        if not found:
+            self.logger.warning(
+                "sleep_signals: member %r: WHOOP has no signals for sleep %s (HTTP 404); they "
+                "are asked for again when the sleep changes",
+                member.key,
+                sleep_id,
+            )
+        self._note_read(read, context)
+
+    def post_process(
+        self, row: dict[str, t.Any], context: Context | None = None
+    ) -> dict[str, t.Any] | None:
+        """WHOOP's answer as one record of the sleep: its points, untouched, under its key."""
+        return self.record_of(row, t.cast("dict[str, t.Any]", context))
+
+    def check_record(self, record: t.Any, context: Context | None) -> None:
+        """Refuse an answer without a list of points, as any record without its key."""
+        super().check_record(record, context)
+        if not isinstance(record.get("stream"), list):
+            raise bad_data(f"WHOOP answered {self.path_of(context)} without a `stream` list")
+
+    def record_of(self, answer: dict[str, t.Any], context: dict[str, t.Any]) -> dict[str, t.Any]:
+        """The record of a sleep's signals, from WHOOP's answer (checked by `check_record`)."""
+        return {
+            "sleep_id": context["sleep_id"],
+            "user_id": context["user_id"],
+            "updated_at": context.get("updated_at"),
+            "algorithm_version": answer.get("algorithm_version"),
+            "types": list(self.types),
+            "stream": answer["stream"],
+            "_sdc_deleted_at": None,
+        }
+
+    def follow(self, sleep: dict[str, t.Any]) -> None:
+        """A sleep emitted outside its collection's pages: its signals follow it.
+
+        A deletion record deletes the signals; a final sleep not read in this version has them
+        read. A member WHOOP refuses (a 403) is set aside for this stream; a failed request is
+        raised, for the caller to try again later (a webhook event stays owed).
+        """
+        user_id, sleep_id = sleep.get("user_id"), str(sleep.get("id"))
+        if not isinstance(user_id, int):
+            return
+        context = signals_context(sleep, user_id)
+        read = self._read(context)
+        if sleep.get("_sdc_deleted_at"):
+            self.emit_directly(self.deletion_record(user_id, sleep_id))
+            read.pop(sleep_id, None)
+            return
+        member = self.run.members.for_context(context)
+        if not context["final"] or member.skips(self.name):
+            return
+        if (read.get(sleep_id) or [None])[0] == context.get("updated_at"):
+            return
+        client = self.run.member_client(member.key)
+        try:
+            answer = client.find(self.path_of(context), self.scope, {"types": list(self.types)})
+        except MemberError as exc:
+            if exc.whole_member:
+                raise
+            self.run.members.fail(member, self.name, exc)
+            return
+        if answer is not None:
+            try:
+                self.check_record(answer, context)
+            except Exception as exc:  # a bad answer: read again when the sleep is next listed
+                self.logger.warning("sleep_signals: member %r: %s", member.key, exc)
+                return
+            self.emit_directly(self.record_of(answer, context))
+        self._note_read(read, context)
+
+    def _read(self, context: Context) -> dict[str, list[t.Any]]:
+        """The member's note of which version of each recent sleep had its signals read."""
+        state = self.get_context_state(context)
+        read = state.get("signals_read")
+        if not isinstance(read, dict):
+            read = state["signals_read"] = {}
+        return t.cast("dict[str, list[t.Any]]", read)
+
+    def _note_read(self, read: dict[str, list[t.Any]], context: Context) -> None:
+        """Note the sleep's version; forget sleeps too old for any window to list again."""
+        read[context["sleep_id"]] = [context.get("updated_at"), context.get("start")]
+        starts: dict[str, datetime.datetime | None] = {}
+        for sleep_id, (_, start) in read.items():
+            try:
+                starts[sleep_id] = parse_time(str(start))
+            except ValueError:
+                starts[sleep_id] = None
+        known = [moment for moment in starts.values() if moment is not None]
+        if not known:
+            return
+        horizon = max(known) - SIGNALS_HORIZON - self.lookback
+        for sleep_id, moment in starts.items():
+            if moment is not None and moment < horizon:
+                del read[sleep_id]
+
+    @property
+    def lookback(self) -> datetime.timedelta:
+        """The sleeps' lookback (`lookback_days`): how far back each run re-lists sleeps."""
+        return datetime.timedelta(days=self.settings.lookback_days)
 
 
 class ByIdStream(MemberStream):
@@ -389,6 +601,7 @@ STREAM_TYPES: tuple[type[WhoopStream], ...] = (
     WorkoutStream,
     RecoveryForCycleStream,
     SleepForCycleStream,
+    SleepSignalsStream,
     CycleByIdStream,
     SleepByIdStream,
     WorkoutByIdStream,

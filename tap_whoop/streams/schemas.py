@@ -170,3 +170,36 @@ WORKOUT = th.PropertiesList(
     th.Property("score", WORKOUT_SCORE),
     DELETED_AT,
 ).to_dict()
+
+SLEEP_STREAM_POINT = th.ObjectType(
+    th.Property("timestamp", th.DateTimeType),
+    th.Property("hr", th.IntegerType),
+    th.Property("skin_temp", Float),
+    th.Property("board_temp", Float),
+    th.Property("battery_temp", Float),
+    th.Property("is_sleeping", th.BooleanType),
+    th.Property("is_charging", th.BooleanType),
+)
+
+SLEEP_SIGNALS = th.PropertiesList(
+    th.Property("sleep_id", th.UUIDType, required=True),
+    th.Property("user_id", Int64, required=True),
+    th.Property(
+        "updated_at",
+        th.DateTimeType,
+        description="The `updated_at` of the sleep whose signals these are.",
+    ),
+    th.Property("algorithm_version", th.StringType),
+    th.Property(
+        "types",
+        th.ArrayType(th.StringType),
+        description="The signal types asked for (`sleep_signal_types`): the points carry those.",
+    ),
+    th.Property(
+        "stream",
+        th.ArrayType(SLEEP_STREAM_POINT),
+        description="The points as WHOOP sends them, in its order: one record per sleep, so that a "
+        "re-scored sleep replaces its points and a deleted one takes them with it.",
+    ),
+    DELETED_AT,
+).to_dict()
