@@ -14,11 +14,10 @@ import uuid
 
 import pytest
 import requests
+from conftest import members_config, run_tap, tap_config
 
 from tap_whoop.errors import MembersFailedError
 from whoop_sandbox.signals import signal_stream
-
-from conftest import members_config, run_tap, tap_config
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -143,7 +142,7 @@ def test_empty_types_cost_nothing_even_when_selected(
     assert stream_requests(sandbox) == {}
     assert result.records("sleep_signals") == []
     assert [r.getMessage() for r in caplog.records if "sleep_signal_types" in r.getMessage()] == [
-        'sleep_signals: selected, but not synced: it costs one request per sleep; name the '
+        "sleep_signals: selected, but not synced: it costs one request per sleep; name the "
         'signals in sleep_signal_types (e.g. ["hr"]) to sync it'
     ]
 
