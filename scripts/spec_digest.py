@@ -4,10 +4,15 @@
     python scripts/spec_digest.py [SPEC] --output tests/whoop_spec_digest.json
     python scripts/spec_digest.py [SPEC] --check   # exit 1 with a diff when the digest is stale
     python scripts/spec_digest.py [SPEC] --component Sleep --component SleepScore   # others
+    python scripts/spec_digest.py --sleep-stream [--check]   # the 2026-08 spec's sleep stream
 
-SPEC is a path or an http(s) URL (WHOOP publishes the spec at
+SPEC is a path or an http(s) URL, JSON or YAML (WHOOP publishes the spec at
 https://api.prod.whoop.com/developer/doc/openapi.json); without SPEC, the script reads
 $TAP_WHOOP_OPENAPI_SPEC, else ../shared/whoop-openapi.json beside the repository.
+
+`--sleep-stream` digests the sleep signal stream (`SleepStreamResponse`), which only WHOOP's
+2026-08 spec has, into its own file: SPEC defaults to $TAP_WHOOP_OPENAPI_SPEC_2026_08, else
+../shared/whoop-openapi-2026-08.yml, and the digest is tests/whoop_spec_digest_2026_08.json.
 
 For each component in COMPONENTS the digest lists every field, nested objects flattened with
 dots (`score.strain`) and array items as `name[]`, with its OpenAPI type, format, enum, whether
@@ -29,12 +34,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 DIGEST_PATH = REPO / "tests" / "whoop_spec_digest.json"
 DEFAULT_SPEC_PATH = REPO.parent / "shared" / "whoop-openapi.json"
 SPEC_ENV = "TAP_WHOOP_OPENAPI_SPEC"
 PUBLISHED_SPEC_URL = "https://api.prod.whoop.com/developer/doc/openapi.json"
 COMMAND = "python scripts/spec_digest.py --output tests/whoop_spec_digest.json"
+
+#: The sleep signal stream, in WHOOP's 2026-08 spec only: digested into a file of its own.
+SIGNALS_DIGEST_PATH = REPO / "tests" / "whoop_spec_digest_2026_08.json"
+SIGNALS_SPEC_PATH = REPO.parent / "shared" / "whoop-openapi-2026-08.yml"
+SIGNALS_SPEC_ENV = "TAP_WHOOP_OPENAPI_SPEC_2026_08"
+SIGNALS_COMPONENTS = ("SleepStreamResponse",)
+SIGNALS_COMMAND = "python scripts/spec_digest.py --sleep-stream --output " + str(
+    SIGNALS_DIGEST_PATH.relative_to(REPO)
+)
 
 #: The spec components whose records tap-whoop's streams emit.
 COMPONENTS = ("Cycle", "Recovery", "Sleep", "UserBasicProfile", "UserBodyMeasurement", "WorkoutV2")
@@ -56,12 +72,24 @@ def default_spec() -> str:
     return os.environ.get(SPEC_ENV) or str(DEFAULT_SPEC_PATH)
 
 
+def signals_spec() -> str:
+    """$TAP_WHOOP_OPENAPI_SPEC_2026_08, else ../shared/whoop-openapi-2026-08.yml."""
+    return os.environ.get(SIGNALS_SPEC_ENV) or str(SIGNALS_SPEC_PATH)
+
+
 def load_spec(source: str) -> Schema:
-    """The spec at a path or an http(s) URL."""
+    """The spec at a path or an http(s) URL, in JSON or (named .yml or .yaml) YAML."""
     if source.startswith(("https://", "http://")):
         with urllib.request.urlopen(source, timeout=60) as response:  # noqa: S310 (http(s) only)
-            return json.load(response)
-    return json.loads(Path(source).read_text(encoding="utf-8"))
+            text = response.read().decode("utf-8")
+    else:
+        text = Path(source).read_text(encoding="utf-8")
+    if source.lower().split("?")[0].endswith((".yml", ".yaml")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"not YAML: {error}") from None
+    return json.loads(text)
 
 
 class Resolver:
@@ -159,7 +187,9 @@ def _field(prop: Schema, *, required: bool) -> Schema:
     return entry
 
 
-def build_digest(spec: Schema, components: tuple[str, ...] = COMPONENTS) -> Schema:
+def build_digest(
+    spec: Schema, components: tuple[str, ...] = COMPONENTS, command: str = COMMAND
+) -> Schema:
     """The digest of `components` in `spec`, as the JSON object the script writes."""
     resolver = Resolver(spec)
     schemas = spec["components"]["schemas"]
@@ -170,7 +200,7 @@ def build_digest(spec: Schema, components: tuple[str, ...] = COMPONENTS) -> Sche
     return {
         "about": {
             "description": "Fields of WHOOP's official OpenAPI spec that tap-whoop's streams emit",
-            "generated_by": COMMAND,
+            "generated_by": command,
             "spec": {
                 "openapi": spec.get("openapi"),
                 "title": info.get("title"),
@@ -235,27 +265,35 @@ def main(argv: list[str] | None = None) -> int:
         "writing; exit 1 and print a diff when it differs",
     )
     parser.add_argument(
+        "--sleep-stream",
+        action="store_true",
+        help=f"digest {', '.join(SIGNALS_COMPONENTS)} (default SPEC: ${SIGNALS_SPEC_ENV}, else "
+        f"{SIGNALS_SPEC_PATH}) into {SIGNALS_DIGEST_PATH.relative_to(REPO)}",
+    )
+    parser.add_argument(
         "--component",
         action="append",
         metavar="NAME",
         help="digest this component instead of the streams' (repeatable)",
     )
     args = parser.parse_args(argv)
-    source = args.spec or default_spec()
-    components = tuple(args.component) if args.component else COMPONENTS
+    source = args.spec or (signals_spec() if args.sleep_stream else default_spec())
+    components = SIGNALS_COMPONENTS if args.sleep_stream else COMPONENTS
+    components = tuple(args.component) if args.component else components
+    command = SIGNALS_COMMAND if args.sleep_stream else COMMAND
     try:
-        fresh = render(build_digest(load_spec(source), components))
+        fresh = render(build_digest(load_spec(source), components, command))
     except (OSError, ValueError, KeyError) as error:  # KeyError: no components
         print(f"spec_digest: cannot digest {source}: {error}", file=sys.stderr)
         return 2
     if args.check:
-        target = args.output or DIGEST_PATH
+        target = args.output or (SIGNALS_DIGEST_PATH if args.sleep_stream else DIGEST_PATH)
         committed = target.read_text(encoding="utf-8") if target.is_file() else ""
         if committed == fresh:
             print(f"{target} matches {source}")
             return 0
         sys.stdout.write(diff(committed, fresh))
-        print(f"\n{target} differs from {source}; regenerate it: {COMMAND}", file=sys.stderr)
+        print(f"\n{target} differs from {source}; regenerate it: {command}", file=sys.stderr)
         return 1
     if args.output is not None:
         args.output.write_text(fresh, encoding="utf-8")

@@ -123,8 +123,74 @@ def _mismatches(ours: dict, fields: dict, where: str) -> list[str]:
     return problems
 
 
+#: Streams checked against the 2026-08 spec's digest (tests/whoop_spec_digest_2026_08.json).
+SIGNALS_STREAM_COMPONENTS = {"sleep_signals": "SleepStreamResponse"}
+
+
 def test_the_tap_announces_exactly_these_streams(tap: TapWhoop) -> None:
-    assert set(tap.streams) == set(STREAM_COMPONENTS)
+    assert set(tap.streams) == set(STREAM_COMPONENTS) | set(SIGNALS_STREAM_COMPONENTS)
+
+
+@pytest.fixture(scope="module")
+def signals_digest_text() -> str:
+    """The committed digest of the 2026-08 spec's sleep signal stream."""
+    return spec_digest.SIGNALS_DIGEST_PATH.read_text(encoding="utf-8")
+
+
+def test_the_sleep_signals_schema_covers_the_2026_08_spec(
+    signals_digest_text: str, tap: TapWhoop
+) -> None:
+    components = json.loads(signals_digest_text)["components"]
+    assert set(components) == set(SIGNALS_STREAM_COMPONENTS.values())
+    assert set(spec_digest.SIGNALS_COMPONENTS) == set(components)
+    for stream, component in SIGNALS_STREAM_COMPONENTS.items():
+        fields = components[component]
+        assert "stream[].hr" in fields, "a digest without the points: regenerate it"
+        assert _mismatches(tap.streams[stream].schema, fields, stream) == []
+
+
+def test_the_check_catches_a_signal_the_spec_gains(signals_digest_text: str, tap: TapWhoop) -> None:
+    grown = dict(json.loads(signals_digest_text)["components"]["SleepStreamResponse"])
+    grown["stream[].spo2"] = {"nullable": False, "required": False, "type": "number"}
+    problems = _mismatches(tap.streams["sleep_signals"].schema, grown, "sleep_signals")
+    assert problems == ["sleep_signals.stream[].spo2 missing"]
+
+
+def test_the_signals_digest_matches_whoops_2026_08_spec(signals_digest_text: str) -> None:
+    """The committed digest is what `spec_digest.py --sleep-stream` makes of the spec."""
+    path = Path(spec_digest.signals_spec())
+    if not path.is_file():
+        pytest.skip(
+            f"WHOOP's 2026-08 OpenAPI spec not found at {path} (put it at "
+            f"{spec_digest.SIGNALS_SPEC_PATH} or set {spec_digest.SIGNALS_SPEC_ENV}): the "
+            "committed digest was not compared with it"
+        )
+    spec = spec_digest.load_spec(str(path))
+    fresh = spec_digest.render(
+        spec_digest.build_digest(spec, spec_digest.SIGNALS_COMPONENTS, spec_digest.SIGNALS_COMMAND)
+    )
+    assert fresh == signals_digest_text, (
+        f"{spec_digest.SIGNALS_DIGEST_PATH.name} differs from {path}; regenerate it with "
+        f"`{spec_digest.SIGNALS_COMMAND}` and review the diff:\n"
+        f"{spec_digest.diff(signals_digest_text, fresh)}"
+    )
+
+
+def test_the_script_reads_yaml_specs(tmp_path: Path) -> None:
+    yaml_spec = tmp_path / "spec.yml"
+    yaml_spec.write_text(
+        "openapi: 3.0.1\ninfo: {title: Toy, version: '1'}\ncomponents:\n  schemas:\n"
+        "    Point:\n      type: object\n      properties:\n"
+        "        hr: {type: integer, format: int32}\n"
+    )
+    digest = spec_digest.build_digest(spec_digest.load_spec(str(yaml_spec)), ("Point",))
+    assert digest["components"] == {
+        "Point": {
+            "hr": {"format": "int32", "nullable": False, "required": False, "type": "integer"}
+        }
+    }
+    yaml_spec.write_text("components: [unclosed\n")
+    assert spec_digest.main([str(yaml_spec)]) == 2
 
 
 def test_the_digest_holds_exactly_the_streams_components(components: dict) -> None:
