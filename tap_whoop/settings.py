@@ -293,13 +293,13 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
         th.Property(
             "sleep_signal_types",
             th.ArrayType(th.StringType),
-            default=[],
             title="Sleep signal types",
             description=(
                 "Signals the `sleep_signals` stream reads for each final sleep: any of `hr`, "
                 "`skin_temp`, `board_temp`, `battery_temp`, `sleep_classification`, "
                 "`charging_status` (WHOOP's `types`). One request per sleep, thousands of "
-                "points each. Empty (the default), the stream is skipped even if selected."
+                "points each. Unset or empty (the default), the stream is skipped even if "
+                "selected."
             ),
         ),
         th.Property(
@@ -351,7 +351,6 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     "store_timeout_seconds",
     "max_request_attempts",
     "per_cycle_streams",
-    "sleep_signal_types",
     "reconcile_interval_hours",
     "webhook_retention_days",
     "webhook_host",

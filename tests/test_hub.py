@@ -39,6 +39,7 @@ BIN = Path(sys.executable).parent
 DRILL_DOWNS = {
     "recovery_for_cycle",
     "sleep_for_cycle",
+    "sleep_signals",
     "cycle_by_id",
     "sleep_by_id",
     "workout_by_id",

@@ -50,14 +50,17 @@ def test_a_star_star_selection_costs_what_the_curated_one_does(
     assert result.error is None
     assert sandbox.stats()["by_path"] == curated.stats()["by_path"]
     assert sandbox.stats()["requests"] == curated.stats()["requests"] == 13
-    for name in (*PER_CYCLE, "cycle_by_id", "sleep_by_id", "workout_by_id"):
+    for name in (*PER_CYCLE, "sleep_signals", "cycle_by_id", "sleep_by_id", "workout_by_id"):
         assert result.records(name) == [], name
-    for name in PER_CYCLE:
+    for name in (*PER_CYCLE, "sleep_signals"):
         assert not [m for m in result.messages if m.get("stream") == name], name
-    (line,) = info_lines(caplog, SKIP_LINE)
+    line, signals = info_lines(caplog, SKIP_LINE)
     assert "recovery_for_cycle and sleep_for_cycle" in line
     assert "one request per cycle" in line
     assert "per_cycle_streams" in line
+    assert signals.startswith("sleep_signals: ")
+    assert "one request per sleep" in signals
+    assert "sleep_signal_types" in signals
 
 
 def test_skipped_per_cycle_streams_are_said_once_for_all_members(

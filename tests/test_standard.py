@@ -49,6 +49,7 @@ CONFIG = {
     "cycle_ids": SAMPLE_CYCLES,
     "sleep_ids": SAMPLE_SLEEPS,
     "workout_ids": SAMPLE_WORKOUTS,
+    "sleep_signal_types": ["hr"],
 }
 
 

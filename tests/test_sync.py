@@ -476,6 +476,7 @@ def test_drill_downs_are_not_selected_by_default(
     drill_downs = {
         "recovery_for_cycle",
         "sleep_for_cycle",
+        "sleep_signals",
         "cycle_by_id",
         "sleep_by_id",
         "workout_by_id",
