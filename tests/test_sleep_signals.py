@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import subprocess
 import sys
 import typing as t
@@ -14,9 +16,15 @@ import uuid
 
 import pytest
 import requests
-from conftest import members_config, run_tap, tap_config
+from conftest import catalog_selecting, members_config, run_tap, tap_config
 
+from tap_whoop import cost
+from tap_whoop.check import sync_cost
 from tap_whoop.errors import MembersFailedError
+from tap_whoop.plan import HISTORY_WITHOUT_START_DATE, member_plans
+from tap_whoop.run import Run
+from tap_whoop.stores.inbox import Event
+from tap_whoop.tap import TapWhoop
 from whoop_sandbox.signals import signal_stream
 
 if t.TYPE_CHECKING:
@@ -243,3 +251,105 @@ def test_the_sandbox_interval_is_configurable(start_sandbox: Callable[..., Sandb
     every_minute = signal_stream(sleep, ["hr"], sandbox.signal_interval)["stream"]
     every_30s = signal_stream(sleep, ["hr"])["stream"]
     assert len(every_30s) in (2 * len(every_minute), 2 * len(every_minute) - 1)
+
+
+def publish(sandbox: Sandbox, config: dict[str, t.Any]) -> None:
+    """What WHOOP announced since the last call, delivered into the config's inbox."""
+    inbox = Run(config).inbox
+    for change in sandbox.webhook_log():
+        inbox.add(Event(change["user_id"], change["type"], str(change["id"]), change["trace_id"]))
+    sandbox.clear_webhook_log()
+
+
+def test_webhooks_re_read_an_updated_sleeps_signals_and_delete_a_deleted_ones(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    first = run_tap(config, select=SELECT)
+    assert first.error is None
+    sandbox.clear_webhook_log()
+    sleeps = final(sandbox.records("alice", "sleep"))
+    old, gone = sleeps[30], sleeps[40]  # weeks before the window: only an event brings them
+    edited = sandbox.edit_record("alice", "sleep", old["id"], {"nap": old["nap"]})
+    sandbox.delete_record("alice", "sleep", gone["id"])
+    publish(sandbox, config)
+    sandbox.reset_stats()
+
+    second = run_tap(config, state=first.state, select=SELECT)
+
+    assert second.error is None
+    assert stream_requests(sandbox) == {old["id"]: 1}
+    signals = {r["sleep_id"]: r for r in second.records("sleep_signals")}
+    assert set(signals) == {old["id"], gone["id"]}
+    assert signals[old["id"]]["updated_at"] == edited["updated_at"]
+    assert signals[old["id"]]["stream"] == signal_stream(edited, TYPES)["stream"]
+    assert signals[gone["id"]]["_sdc_deleted_at"] is not None
+    assert signals[gone["id"]]["stream"] is None
+    sandbox.reset_stats()
+
+    third = run_tap(config, state=second.state, select=SELECT)
+    assert third.error is None
+    assert stream_requests(sandbox) == {}, "the event was passed on once"
+
+
+def test_a_backfill_of_signals_keeps_to_the_run_budget_and_reads_each_sleep_once(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(history_days=60)
+    cap = 40
+    config = tap_config(sandbox, tmp_path, sleep_signal_types=["hr"], max_requests_per_run=cap)
+    asked: dict[str, int] = {}
+    result = run_tap(config, select=SELECT)
+    runs = 1
+    while True:
+        assert result.error is None, result.error
+        assert sandbox.stats()["requests"] <= cap
+        for sleep_id, count in stream_requests(sandbox).items():
+            asked[sleep_id] = asked.get(sleep_id, 0) + count
+        user_id = sandbox.member("alice").user_id
+        partitions = (result.state or {})["bookmarks"]["sleep"]["partitions"]
+        (sleep_state,) = [p for p in partitions if p["context"] == {"user_id": user_id}]
+        if not sleep_state.get("backfill_end") and sleep_state.get("replication_key_value"):
+            break
+        assert runs < 10, "the history never completed"
+        sandbox.reset_stats()
+        result = run_tap(config, state=result.state, select=SELECT)
+        runs += 1
+
+    assert runs >= 3, "the budget split the signals' backfill over runs"
+    assert asked == {s["id"]: 1 for s in final(sandbox.records("alice", "sleep"))}
+
+
+def test_plan_test_and_the_budget_count_a_request_per_sleep(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    off = TapWhoop(config=tap_config(sandbox, tmp_path), catalog=catalog(sandbox, tmp_path))
+    config = tap_config(sandbox, tmp_path, sleep_signal_types=["hr"])
+    on = TapWhoop(config=config, catalog=catalog(sandbox, tmp_path))
+
+    def selected(tap: TapWhoop) -> list[t.Any]:
+        return [s for s in tap.streams.values() if s.selected]
+
+    assert cost.window(selected(on), 60) - cost.window(selected(off), 60) == 60 * 1.25 + 1
+    assert on.streams["sleep"].page_cost == 26  # type: ignore[attr-defined]
+    assert off.streams["sleep"].page_cost == 1  # type: ignore[attr-defined]
+    history = {plan.key: plan.history for plan in member_plans(on)}
+    assert history == {
+        plan.key: plan.history + math.ceil(HISTORY_WITHOUT_START_DATE * 1.25) + 1
+        for plan in member_plans(off)
+    }
+    year_on = sync_cost(on.streams["profile"], selected(on))  # type: ignore[arg-type]
+    year_off = sync_cost(off.streams["profile"], selected(off))  # type: ignore[arg-type]
+    full_on, daily_on = (int(n) for n in re.findall(r"about (\d+)", year_on))
+    full_off, daily_off = (int(n) for n in re.findall(r"about (\d+)", year_off))
+    assert full_on - full_off == math.ceil(365 * 1.25) + 1  # --test: a year of sleeps
+    assert daily_on - daily_off == math.ceil(4 * 1.25) + 1  # lookback_days 3, plus a day
+
+    result = run_tap(config, select=SELECT)
+    assert result.error is None
+    estimate = on.streams["sleep_signals"].estimated_requests(60)  # type: ignore[attr-defined]
+    sent = sum(stream_requests(sandbox).values())
+    assert abs(sent - estimate) <= 0.25 * estimate, (sent, estimate)
+
+
+def catalog(sandbox: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
+    return catalog_selecting(tap_config(sandbox, tmp_path), SELECT)

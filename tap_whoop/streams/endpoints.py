@@ -344,6 +344,10 @@ SIGNALS_HORIZON = datetime.timedelta(days=17)
 beyond the lookback and a pending score's hold (`MAX_PENDING_HOLD`), no window re-reads it."""
 
 
+SIGNALS_KEPT_LATEST = 30
+"""Notes of the latest sleeps read kept beyond `SIGNALS_HORIZON` (see `_note_read`)."""
+
+
 class SleepSignalsStream(WhoopStream):
     """The raw signals WHOOP recorded during each final sleep synced: one request per sleep.
 
@@ -465,8 +469,9 @@ class SleepSignalsStream(WhoopStream):
             self.emit_directly(self.deletion_record(user_id, sleep_id))
             read.pop(sleep_id, None)
             return
-        member = self.run.members.for_context(context)
-        if not context["final"] or member.skips(self.name):
+        # by the id a webhook drain or a reconciliation set: the profile may not be read yet
+        member = next((m for m in self.run.members if m.user_id == user_id), None)
+        if member is None or not context["final"] or member.skips(self.name):
             return
         if (read.get(sleep_id) or [None])[0] == context.get("updated_at"):
             return
@@ -496,8 +501,14 @@ class SleepSignalsStream(WhoopStream):
         return t.cast("dict[str, list[t.Any]]", read)
 
     def _note_read(self, read: dict[str, list[t.Any]], context: Context) -> None:
-        """Note the sleep's version; forget sleeps too old for any window to list again."""
+        """Note the sleep's version; forget sleeps too old for any window to list again.
+
+        The latest notes are kept whatever their age: a history the budget stopped resumes
+        with the oldest sleep it read (`backfill_end` holds its twins), which is not read twice.
+        """
+        read.pop(context["sleep_id"], None)  # the notes stay in the order they were taken
         read[context["sleep_id"]] = [context.get("updated_at"), context.get("start")]
+        latest = set(list(read)[-SIGNALS_KEPT_LATEST:])
         starts: dict[str, datetime.datetime | None] = {}
         for sleep_id, (_, start) in read.items():
             try:
@@ -509,7 +520,7 @@ class SleepSignalsStream(WhoopStream):
             return
         horizon = max(known) - SIGNALS_HORIZON - self.lookback
         for sleep_id, moment in starts.items():
-            if moment is not None and moment < horizon:
+            if moment is not None and moment < horizon and sleep_id not in latest:
                 del read[sleep_id]
 
     @property
