@@ -16,6 +16,7 @@ import datetime
 import json
 import typing as t
 
+import duckdb
 import pytest
 
 from tests import test_pipelines
@@ -110,6 +111,32 @@ def stream_requests(whoop: Sandbox) -> int:
     return sum(n for path, n in whoop.stats()["by_path"].items() if path.endswith("/stream"))
 
 
+#: The README's queries of the points (PostgreSQL loads `stream` as jsonb[], DuckDB as JSON).
+POINTS_SQL = {
+    "target-postgres": (
+        "SELECT count(*) FROM {schema}.sleep_signals, unnest(stream) AS p "
+        "WHERE _sdc_deleted_at IS NULL AND (p->>'hr') IS NOT NULL"
+    ),
+    "target-duckdb": (
+        "SELECT sum(json_array_length(stream)) FROM tap_whoop.sleep_signals "
+        "WHERE _sdc_deleted_at IS NULL"
+    ),
+}
+
+
+def points_by_sql(loader: str, project: MeltanoProject, postgres: Postgres, schema: str) -> int:
+    """The live points, counted in the warehouse as the README shows."""
+    if loader == "target-postgres":
+        query = POINTS_SQL[loader].format(schema=f'"{schema}"')
+        with postgres.connect() as connection:
+            row = connection.execute(query).fetchone()
+    else:
+        with duckdb.connect(str(project.duckdb_file), read_only=True) as connection:
+            row = connection.execute(POINTS_SQL[loader]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 @pytest.mark.parametrize("loader", ["target-postgres", "target-duckdb"])
 def test_signals_load_one_row_per_sleep_and_follow_re_scores_and_deletions(
     loader: str, project: MeltanoProject, whoop: Sandbox, postgres: Postgres, pg_schema: str
@@ -135,6 +162,7 @@ def test_signals_load_one_row_per_sleep_and_follow_re_scores_and_deletions(
     assert loaded_points > 800 * len(finals) * 0.5
     _, keys = describe("sleep_signals")
     assert keys == ["sleep_id"]
+    assert points_by_sql(loader, project, postgres, pg_schema) == loaded_points
     print(f"{loader}: {len(rows)} rows, {loaded_points} points, {stream_requests(whoop)} requests")
 
     recent = list(finals.values())
