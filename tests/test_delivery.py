@@ -420,7 +420,7 @@ def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_r
     sandbox = start_sandbox(now=PAST)
     config = tap_config(sandbox, tmp_path)
     synced(sandbox, config)
-    inbox = Run(config).file_inbox_path
+    inbox = Run(config).file_stores.inbox_path
     for file in inbox.parent.glob(inbox.name + "*"):
         file.unlink()
 
