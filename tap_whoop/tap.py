@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import sys
-import threading
 import time
 import typing as t
 from functools import cached_property
@@ -101,20 +100,12 @@ class TapWhoop(Tap):
                 for warning in unknown_settings(config, schema["properties"]):
                     logger.warning("%s", warning)
                 validated(copy.deepcopy(config))
-        super().__init__(config=config, validate_config=validate_config, **kwargs)
+        with stop.installed_after():
+            super().__init__(config=config, validate_config=validate_config, **kwargs)
         if validate_config and (errors := settings_errors(self.config)):
             raise ConfigError(errors[0])
         if self.input_catalog is not None:
             self._check_catalog()
-
-    def _setup_signal_handlers(self) -> None:
-        """The SDK's hook for SIGTERM and SIGINT: stop at the next page (`tap_whoop.stop`).
-
-        The SDK's own handler exits 0, so a scheduler that stops a run records a success, and
-        the state it writes may not resume the walk it interrupted.
-        """
-        if threading.current_thread() is threading.main_thread():
-            stop.install()
 
     @cached_property
     def paced_state_writer(self) -> PacedStateWriter:
