@@ -29,16 +29,15 @@ from tap_whoop.settings import (
     CONFIG_SCHEMA,
     MAX_JSON_DEPTH,
     Settings,
-    bookmark_problem,
     deeper_than,
     forgiven,
-    json_file_problem,
     parse_time,
     settings_errors,
     too_deep,
     unknown_settings,
     validated,
 )
+from tap_whoop.shapes import bookmark_problem, catalog_problem, state_problem
 from tap_whoop.stop import STOP
 from tap_whoop.streams.base import CollectionStream, WhoopStream
 from tap_whoop.streams.endpoints import STREAM_TYPES, CycleChildStream, ProfileStream
@@ -537,6 +536,6 @@ def read_json_file(file: t.IO[str] | None, option: str) -> dict[str, t.Any] | No
         raise click.BadParameter(message, param_hint=hint) from None
     if option == "state" and isinstance(data, dict) and set(data) == {"singer_state"}:
         data = data["singer_state"]  # as `meltano state get` prints it
-    if problem := json_file_problem(option, data):
+    if problem := (catalog_problem if option == "catalog" else state_problem)(data):
         raise click.BadParameter(f"{file.name}: {problem}", param_hint=hint)
     return t.cast(dict[str, t.Any], data)
