@@ -378,8 +378,8 @@ def set_aside(
     """List the webhook events runs gave up on after their tries, or retry or drop them.
 
     An event is set aside when its record could not be passed on in several runs (a 4xx, an
-    endpoint that kept failing, an update WHOOP answers 404 for); the member's collections are
-    read in full meanwhile, so a set-aside event is seldom data lost.
+    endpoint that kept failing, an update WHOOP answers 404 for, a member no longer in `users`);
+    the member's collections are read in full meanwhile, so a set-aside event is seldom data lost.
     """
     run = _run(ctx, configs)
     inbox = run.inbox

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import logging
 import time
 import typing as t
 import uuid
@@ -463,3 +464,93 @@ def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
     for partition in second.state["bookmarks"]["workout"]["partitions"]:
         if partition["context"] == {"user_id": alice.user_id}:
             assert vanished in {pair[0] for pair in partition["window_ids"]}
+
+
+def test_events_of_a_member_removed_from_the_config_are_warned_about_owed_then_set_aside(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice = sandbox.members[0]
+    without_alice = members_config(sandbox, tmp_path, keys=["bob"])
+    alices = sandbox.records("alice", "workout")[0]["id"]
+    bobs = sandbox.records("bob", "workout")[0]["id"]
+    sandbox.edit_record("alice", "workout", alices, {"sport_name": "rowing"})
+    sandbox.edit_record("bob", "workout", bobs, {"sport_name": "rowing"})
+    publish(sandbox, config)  # alice's entry stays in the token store: her events keep coming
+    inbox = Run(config).inbox
+
+    runs = [run_tap(without_alice, state=first.state)]
+    assert runs[0].error is None, runs[0].error
+    assert live(runs[0], "workout")[bobs]["sport_name"] == "rowing"
+    assert [user_id for _, _, user_id in owed(runs[0])] == [alice.user_id]
+    [warning] = [m for m in caplog.messages if f"WHOOP user {alice.user_id}" in m]
+    assert "owed (try 1 of" in warning
+    assert "add the member back to `users`" in warning
+    while owed(runs[-1]):
+        assert len(runs) < MAX_EVENT_TRIES
+        runs.append(run_tap(without_alice, state=runs[-1].state))
+        assert runs[-1].error is None, runs[-1].error
+
+    assert len(runs) == MAX_EVENT_TRIES
+    assert not [r for run in runs for r in run.records("workout") if r["user_id"] == alice.user_id]
+    [aside] = inbox.set_aside_events()
+    assert (aside.event.user_id, aside.event.record_id) == (alice.user_id, alices)
+    assert aside.tries == MAX_EVENT_TRIES
+    assert f"no configured member is WHOOP user {alice.user_id}" in aside.reason
+    last = [m for m in caplog.messages if f"WHOOP user {alice.user_id} set aside" in m]
+    assert len(last) == 1
+    assert f"tap-whoop set-aside --drop SEQ` (seq {aside.event.seq})" in last[0]
+
+
+def test_an_event_of_a_member_another_shard_syncs_is_left_to_that_shards_pipeline(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))  # shards of 2: bob 0, alice 1
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice = sandbox.members[0]
+    alices = sandbox.records("alice", "workout")[0]["id"]
+    bobs = sandbox.records("bob", "workout")[0]["id"]
+    sandbox.edit_record("alice", "workout", alices, {"sport_name": "rowing"})
+    sandbox.edit_record("bob", "workout", bobs, {"sport_name": "rowing"})
+    publish(sandbox, config)
+    bobs_shard = {**config, "member_shard": "0/2"}
+
+    runs = [run_tap(bobs_shard, state=first.state)]
+    for _ in range(MAX_EVENT_TRIES):
+        runs.append(run_tap(bobs_shard, state=runs[-1].state))
+        assert runs[-1].error is None, runs[-1].error
+
+    assert live(runs[0], "workout")[bobs]["sport_name"] == "rowing"
+    assert all(owed(run) == [] for run in runs)
+    assert Run(config).inbox.set_aside_events() == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warnings if str(alice.user_id) in m]
+    alices_shard = run_tap({**config, "member_shard": "1/2"}, state=first.state)
+    assert alices_shard.error is None, alices_shard.error
+    assert live(alices_shard, "workout")[alices]["sport_name"] == "rowing"
+
+
+def test_an_event_of_a_member_whose_token_is_new_to_the_store_waits_for_its_profile(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice = sandbox.members[0]
+    alices = sandbox.records("alice", "workout")[0]["id"]
+    sandbox.edit_record("alice", "workout", alices, {"sport_name": "rowing"})
+    publish(sandbox, config)
+    pasted = copy.deepcopy(config)  # a new refresh token: whose it is, the profile says
+    pasted["users"][0]["refresh_token"] = sandbox.issue_refresh_token("alice")
+
+    unsure = run_tap(pasted, state=first.state)
+
+    assert unsure.error is None, unsure.error
+    assert [[tries, user_id] for _, tries, user_id in owed(unsure)] == [[0, alice.user_id]]
+    assert not [m for m in caplog.messages if "no configured member" in m]
+    sure = run_tap(pasted, state=unsure.state)
+    assert live(sure, "workout")[alices]["sport_name"] == "rowing"
+    assert owed(sure) == []
