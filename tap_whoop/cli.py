@@ -404,7 +404,7 @@ def set_aside(
         event = entry.event
         click.echo(
             f"{event.seq:>8}  {event.user_id:>10}  {event.type:<16} {event.record_id:<36}  "
-            f"{entry.tries:>5}  {entry.reason}"
+            f"{entry.tries:>5}  {' '.join(entry.reason.split())}"  # one row, whatever WHOOP said
         )
     click.echo("retry with `tap-whoop set-aside --retry SEQ`, or forget with --drop SEQ")
 
