@@ -554,3 +554,27 @@ def test_an_event_of_a_member_whose_token_is_new_to_the_store_waits_for_its_prof
     sure = run_tap(pasted, state=unsure.state)
     assert live(sure, "workout")[alices]["sport_name"] == "rowing"
     assert owed(sure) == []
+
+
+def test_several_notices_for_one_record_cost_one_request_and_are_all_passed_on(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    workout = first.records("workout")[-1]["id"]  # the oldest: no collection read has it
+    for sport in ("rowing", "cycling", "running"):
+        sandbox.edit_record("alice", "workout", workout, {"sport_name": sport})
+    publish(sandbox, config)
+    notices = Run(config).inbox.after(0)
+    assert [(e.type, e.record_id) for e in notices] == [("workout.updated", workout)] * 3
+    sandbox.reset_stats()
+
+    second = run_tap(config, state=first.state)
+
+    assert second.error is None, second.error
+    assert sandbox.stats()["by_path"][f"/v2/activity/workout/{workout}"] == 1
+    assert [r["sport_name"] for r in second.records("workout") if r["id"] == workout] == ["running"]
+    assert second.state is not None
+    assert second.state[WEBHOOKS_KEY]["position"] == max(e.seq for e in notices)
+    assert owed(second) == []
