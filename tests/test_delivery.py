@@ -20,6 +20,7 @@ import typing as t
 import uuid
 from pathlib import Path
 
+import pytest
 from conftest import PAST, members_config, run_tap, tap_config
 
 from tap_whoop.run import Run
@@ -29,7 +30,6 @@ from tap_whoop.webhooks.drain import MAX_EVENT_TRIES, WEBHOOKS_KEY
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    import pytest
     from conftest import SyncResult
 
     from whoop_sandbox import Sandbox
@@ -297,17 +297,21 @@ def test_a_late_recovery_deleted_for_a_cycles_previous_sleep_keeps_its_current_r
 # 5. No poison events
 
 
+@pytest.mark.parametrize("fault", ["400", "500"])
 def test_an_event_that_keeps_failing_is_retried_then_set_aside_and_never_stops_the_others(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
 ) -> None:
     sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
-    config = members_config(sandbox, tmp_path, max_request_attempts=2)
+    config = members_config(sandbox, tmp_path, max_request_attempts=1)  # no backoff waits
     first = synced(sandbox, config)
     alice, bob = sandbox.members
     poisoned = str(uuid.uuid4())
     inbox = Run(config).inbox
     inbox.add(Event(alice.user_id, "workout.updated", poisoned, "poison"))
-    sandbox.inject_fault(f"/v2/activity/workout/{poisoned}", "400", times=100)
+    sandbox.inject_fault(f"/v2/activity/workout/{poisoned}", fault, times=100)
     bobs = live(first, "workout")
     bobs_workout = next(w for w in bobs.values() if w["user_id"] == bob.user_id)
     sandbox.edit_record("bob", "workout", bobs_workout["id"], {"sport_name": "rowing"})
@@ -324,7 +328,12 @@ def test_an_event_that_keeps_failing_is_retried_then_set_aside_and_never_stops_t
     assert len(runs) == MAX_EVENT_TRIES
     [aside] = inbox.set_aside_events()
     assert (aside.event.record_id, aside.tries) == (poisoned, MAX_EVENT_TRIES)
-    assert "400" in aside.reason
+    assert fault in aside.reason
+    [warning] = [m for m in caplog.messages if "set aside after" in m]
+    assert (
+        f"member 'alice': workout.updated {poisoned} set aside after {MAX_EVENT_TRIES} tries"
+        in warning
+    )
     retried = inbox.release(aside.event.seq, retry=True)
     assert retried is not None
     sandbox.reset_stats()
