@@ -366,6 +366,33 @@ def test_a_pipeline_whose_position_was_pruned_reads_every_member_in_full(
     assert any("were pruned" in message for message in caplog.messages)
 
 
+def test_a_shorter_webhook_retention_prunes_sooner_and_a_pipeline_behind_it_reads_in_full(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path, webhook_retention_days=1)  # the minimum
+    first = synced(sandbox, config)
+    inbox = Run(config).inbox
+    two_days_ago = time.time() - datetime.timedelta(days=2).total_seconds()  # kept by default
+    user_id = sandbox.members[0].user_id
+    workout = first.records("workout")[0]
+    inbox.add(Event(user_id, "workout.updated", workout["id"], "old", received_at=two_days_ago))
+    noticed = run_tap(config, state=first.state)
+    assert noticed.error is None, noticed.error
+    inbox.add(Event(user_id, "workout.updated", workout["id"], "older", received_at=two_days_ago))
+    inbox.add(Event(user_id, "sleep.updated", first.records("sleep")[0]["id"], "fresh"))
+    sandbox.reset_stats()
+
+    behind = run_tap(config, state=noticed.state)
+
+    assert behind.error is None, behind.error
+    assert [e.trace_id for e in inbox.after(0)] == ["fresh"]
+    assert sandbox.stats()["by_path"].get("/v2/activity/workout"), "read in full, not rested"
+    [warning] = [m for m in caplog.messages if "were pruned" in m]
+    assert "older than webhook_retention_days" in warning
+    assert "every member is read in full" in warning
+
+
 def test_another_users_refresh_token_pasted_into_the_config_is_refused_with_nothing_marked(
     start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
