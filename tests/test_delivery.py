@@ -473,8 +473,9 @@ def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_r
     assert not [r for r in caplog.records if "ledger" in r.getMessage()]
 
 
+@pytest.mark.parametrize("fault", ["403", "gateway_403"])  # WHOOP's JSON 403, a proxy's HTML
 def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, fault: str
 ) -> None:
     sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
     config = members_config(sandbox, tmp_path)
@@ -482,7 +483,7 @@ def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
     alice, bob = sandbox.members
     vanished = str(uuid.uuid4())
     state = _claim_in_window(first, alice.user_id, vanished)
-    sandbox.inject_fault(f"/v2/activity/workout/{vanished}", "403", times=10)
+    sandbox.inject_fault(f"/v2/activity/workout/{vanished}", fault, times=10)
     sandbox.edit_record(
         "bob", "workout", sandbox.records("bob", "workout")[0]["id"], {"sport_name": "rowing"}
     )
@@ -492,6 +493,10 @@ def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
     assert second.error is not None
     assert "1 of 2 member(s) not fully synced" in str(second.error)
     assert "member 'alice'" in str(second.error)
+    assert "\n" not in str(second.error)
+    assert "<" not in str(second.error), "no HTML page in the line"
+    if fault == "gateway_403":
+        assert "with a page that is not WHOOP's JSON (text/html)" in str(second.error)
     assert "rowing" in {
         r["sport_name"] for r in second.records("workout") if r["user_id"] == bob.user_id
     }
