@@ -527,8 +527,10 @@ def test_events_of_a_member_removed_from_the_config_are_warned_about_owed_then_s
     assert live(runs[0], "workout")[bobs]["sport_name"] == "rowing"
     assert [user_id for _, _, user_id in owed(runs[0])] == [alice.user_id]
     [warning] = [m for m in caplog.messages if f"WHOOP user {alice.user_id}" in m]
-    assert "owed (try 1 of" in warning
+    assert f"1 event(s) owed, try 1 of {MAX_EVENT_TRIES}" in warning
+    assert "(member 'alice' in the token store, not in `users`)" in warning
     assert "add the member back to `users`" in warning
+    assert "`tap-whoop revoke --member alice`" in warning
     while owed(runs[-1]):
         assert len(runs) < MAX_EVENT_TRIES
         runs.append(run_tap(without_alice, state=runs[-1].state))
@@ -540,9 +542,11 @@ def test_events_of_a_member_removed_from_the_config_are_warned_about_owed_then_s
     assert (aside.event.user_id, aside.event.record_id) == (alice.user_id, alices)
     assert aside.tries == MAX_EVENT_TRIES
     assert f"no configured member is WHOOP user {alice.user_id}" in aside.reason
-    last = [m for m in caplog.messages if f"WHOOP user {alice.user_id} set aside" in m]
-    assert len(last) == 1
-    assert f"tap-whoop set-aside --drop SEQ` (seq {aside.event.seq})" in last[0]
+    [last] = [m for m in caplog.messages if "set aside after" in m]
+    assert f"set aside after {MAX_EVENT_TRIES} tries (seq {aside.event.seq})" in last
+    assert f"no configured member is WHOOP user {alice.user_id}" in last
+    assert "`tap-whoop set-aside --retry SEQ`" in last
+    assert "`tap-whoop set-aside --drop SEQ`" in last
 
 
 def test_an_event_of_a_member_another_shard_syncs_is_left_to_that_shards_pipeline(

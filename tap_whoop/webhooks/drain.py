@@ -127,8 +127,8 @@ def drain_inbox(
         if event.user_id in unverified
     }
     events = [event for event in [*owed_events, *log] if event.user_id in members]
-    orphans = _of_no_configured_member(run, [*owed_events, *log], {*members, *unverified})
-    owed.update(_retry_or_set_aside(inbox, orphans, place.owed))
+    orphans, former = _of_no_configured_member(run, [*owed_events, *log], {*members, *unverified})
+    owed.update(_retry_or_set_aside(inbox, orphans, former, place.owed))
     by_member: dict[int, list[Event]] = defaultdict(list)
     for event in events:
         by_member[event.user_id].append(event)
@@ -180,27 +180,36 @@ def drain_inbox(
     return drained
 
 
-def _of_no_configured_member(run: Run, events: list[Event], ours: set[int]) -> list[Event]:
+def _of_no_configured_member(
+    run: Run, events: list[Event], ours: set[int]
+) -> tuple[list[Event], dict[int, str]]:
     """Events of a WHOOP user whom no configured member is, in any shard: a member removed.
 
     Events of a member another shard syncs are that shard's pipeline's, and this one passes
     them silently. The token store knows every configured member's user id, once any run read
     their profile; its whole document is read only when some event is of no member of ours.
+    Also returns the store's key of each such user, to name them.
     """
     strangers = [event for event in events if event.user_id not in ours]
     if not strangers:
-        return []
+        return [], {}
     stored = run.token_store.read().get("members", {})
-    configured = {
-        user_id
-        for key, _ in configured_members(run.config)
-        if isinstance(user_id := (stored.get(key) or {}).get("user_id"), int)
+    keys = {key for key, _ in configured_members(run.config)}
+    user_ids = {
+        key: user_id
+        for key, entry in stored.items()
+        if isinstance(user_id := (entry or {}).get("user_id"), int)
     }
-    return [event for event in strangers if event.user_id not in configured]
+    configured = {user_id for key, user_id in user_ids.items() if key in keys}
+    former = {user_id: key for key, user_id in sorted(user_ids.items()) if key not in keys}
+    return [event for event in strangers if event.user_id not in configured], former
 
 
 def _retry_or_set_aside(
-    inbox: Inbox, orphans: list[Event], owed_before: Mapping[int, tuple[int, int]]
+    inbox: Inbox,
+    orphans: list[Event],
+    former: Mapping[int, str],
+    owed_before: Mapping[int, tuple[int, int]],
 ) -> dict[int, tuple[int, int]]:
     """Owe an orphan event one more try, or set it aside after its last; one warning per user.
 
@@ -212,7 +221,9 @@ def _retry_or_set_aside(
     for event in orphans:
         by_user[event.user_id].append(event)
     for user_id, events in sorted(by_user.items()):
-        why = f"no configured member is WHOOP user {user_id} (removed from `users`?)"
+        key = former.get(user_id)
+        who = f"member {key!r} in the token store" if key else "no member in the token store"
+        why = f"no configured member is WHOOP user {user_id} ({who}, not in `users`)"
         set_aside: list[int] = []
         most = 0
         for event in events:
@@ -226,25 +237,25 @@ def _retry_or_set_aside(
         if set_aside:
             seqs = ", ".join(map(str, set_aside[:10])) + (", ..." if len(set_aside) > 10 else "")
             logger.warning(
-                "webhooks: %d event(s) of WHOOP user %d set aside after %d tries: %s; add the "
-                "member back to `users` and `tap-whoop set-aside --retry SEQ`, or forget them "
-                "with `tap-whoop set-aside --drop SEQ` (seq %s)",
+                "webhooks: %d event(s) set aside after %d tries (seq %s): %s; add the member "
+                "back to `users`, then `tap-whoop set-aside --retry SEQ`, or forget them with "
+                "`tap-whoop set-aside --drop SEQ`",
                 len(set_aside),
-                user_id,
                 MAX_EVENT_TRIES,
-                why,
                 seqs,
+                why,
             )
         if waiting := len(events) - len(set_aside):
             logger.warning(
-                "webhooks: %d event(s) of WHOOP user %d owed (try %d of %d): %s; add the "
-                "member back to `users` to pass them on, or they are set aside after %d tries "
-                "(`tap-whoop set-aside`)",
+                "webhooks: %d event(s) owed, try %d of %d: %s; add the member back to `users` "
+                "to pass them on%s; after %d tries they are set aside (`tap-whoop set-aside`)",
                 waiting,
-                user_id,
                 most,
                 MAX_EVENT_TRIES,
                 why,
+                f", or if it left for good `tap-whoop revoke --member {key}` ends its deliveries"
+                if key
+                else "",
                 MAX_EVENT_TRIES,
             )
     return owed
