@@ -379,8 +379,8 @@ def set_aside(
     """List the webhook events runs gave up on after their tries, or retry or drop them.
 
     An event is set aside when its record could not be passed on in several runs (a 4xx, an
-    endpoint that kept failing, an update WHOOP answers 404 for); the member's collections are
-    read in full meanwhile, so a set-aside event is seldom data lost.
+    endpoint that kept failing, an update WHOOP answers 404 for, a member no longer in `users`);
+    the member's collections are read in full meanwhile, so a set-aside event is seldom data lost.
     """
     run = _run(ctx, configs)
     inbox = run.inbox
@@ -405,7 +405,7 @@ def set_aside(
         event = entry.event
         click.echo(
             f"{event.seq:>8}  {event.user_id:>10}  {event.type:<16} {event.record_id:<36}  "
-            f"{entry.tries:>5}  {entry.reason}"
+            f"{entry.tries:>5}  {' '.join(entry.reason.split())}"  # one row, whatever WHOOP said
         )
     click.echo("retry with `tap-whoop set-aside --retry SEQ`, or forget with --drop SEQ")
 
