@@ -15,7 +15,7 @@
 {%- endmacro %}
 
 {% macro json_number(column, path) -%}
-  cast({{ whoop.json_text(column, path) }} as {{ dbt.type_float() }})
+  cast({{ whoop.json_text(column, path) }} as double precision)
 {%- endmacro %}
 
 {#- WHOOP's `timezone_offset` ('-05:00', '+01:00') in minutes; 0 when missing. -#}

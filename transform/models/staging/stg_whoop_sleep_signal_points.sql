@@ -24,7 +24,7 @@ select
   cast(null as {{ dbt.type_string() }}) as sleep_id,
   cast(null as {{ dbt.type_bigint() }}) as user_id,
   cast(null as {{ dbt.type_timestamp() }}) as measured_at,
-  cast(null as {{ dbt.type_float() }}) as heart_rate,
+  cast(null as double precision) as heart_rate,
   cast(null as {{ dbt.type_boolean() }}) as is_sleeping
 where 1 = 0
 
