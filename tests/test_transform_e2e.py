@@ -195,8 +195,8 @@ class Warehouse:
             "    db.execute('CREATE TABLE tap_whoop.sleep_signals (sleep_id VARCHAR PRIMARY KEY, "
             "user_id HUGEINT, algorithm_version VARCHAR, types JSON, stream JSON, "
             "_sdc_batched_at TIMESTAMP, _sdc_deleted_at VARCHAR)')\n"
-            "    db.executemany('INSERT INTO tap_whoop.sleep_signals VALUES (?, ?, ?, ?, ?, now(), NULL)',"
-            " json.loads(sys.argv[2]))\n"
+            "    db.executemany('INSERT INTO tap_whoop.sleep_signals "
+            "VALUES (?, ?, ?, ?, ?, now(), NULL)', json.loads(sys.argv[2]))\n"
         )
         subprocess.run(
             [str(python), "-c", script, str(self.project.duckdb_file), json.dumps(values)],
