@@ -153,10 +153,10 @@ class Warehouse:
                 cursor.execute(query)  # type: ignore[arg-type]
                 names = [column.name for column in cursor.description or []]
                 return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        with duckdb.connect(str(self.project.duckdb_file), read_only=True) as connection:
-            cursor = connection.execute(query)
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        with duckdb.connect(str(self.project.duckdb_file), read_only=True) as db:
+            found = db.execute(query)
+            columns = [column[0] for column in found.description or []]
+            return [dict(zip(columns, row, strict=True)) for row in found.fetchall()]
 
     def mart(self, name: str) -> list[dict[str, t.Any]]:
         return self.rows(self.marts, name)
