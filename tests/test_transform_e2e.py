@@ -9,7 +9,8 @@ passes and `whoop_sleep_heart_rate` is empty.
 Then a workout and a nap are deleted in WHOOP and a `sleep_signals` table of the tap's shape (one
 row per sleep, its points in `stream`) is put beside the tap's tables for the nap and a main
 sleep; a full refresh marks the deleted rows and the build runs again: the deleted records are
-in no mart, and the main sleep's heart rate per minute and while asleep is the fixture's.
+in no mart, and the main sleep's heart rate per minute and while asleep is the fixture's. Last,
+`dbt docs generate` writes the models' docs (on DuckDB; they are the same on PostgreSQL).
 
 The sandbox is served in-process (the Meltano runs reach it over loopback); the prerequisites
 are those of tests/test_pipelines.py, whose fixtures and helpers are reused.
@@ -404,3 +405,18 @@ def test_models_built_by_meltano_hold_the_sandboxs_days_and_no_deleted_record(
     averages = {float(row["avg_heart_rate_asleep"]) for row in heart}
     assert len(averages) == 1, averages
     assert averages.pop() == pytest.approx(sum(asleep) / len(asleep))
+
+    if loader != "target-duckdb":
+        return  # the docs are the same on both warehouses: generated once
+    result = project.meltano("invoke", f"{utility}:docs-generate")
+    assert result.returncode == 0, log_tail(result)
+    catalog = json.loads(
+        (project.root / ".meltano" / "dbt" / "duckdb" / "target" / "catalog.json").read_text()
+    )
+    assert {"model.whoop.whoop_daily", "model.whoop.whoop_workouts"} <= set(catalog["nodes"])
+    manifest = json.loads(
+        (project.root / ".meltano" / "dbt" / "duckdb" / "target" / "manifest.json").read_text()
+    )
+    daily = manifest["nodes"]["model.whoop.whoop_daily"]
+    assert "local day" in daily["description"]
+    assert daily["columns"]["recovery_percent"]["description"]
