@@ -210,10 +210,17 @@ def build(project: MeltanoProject, *args: str) -> str:
     """A `meltano run` (or invoke) that ends with the models built and tested: dbt's output."""
     result = project.meltano(*args)
     output = (result.stdout or "") + (result.stderr or "")
-    assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{log_tail(result, 80)}"
+    # dbt's lines for what failed, and the error of each (Meltano prefixes every line)
+    failures = [
+        line
+        for line in output.splitlines()
+        if re.search(r"\b(ERROR|FAIL|WARN)\b|Error in|Failure in|Got \d+ result", line)
+    ]
+    assert result.returncode == 0, (
+        f"meltano {' '.join(args)} failed:\n" + "\n".join(failures[-30:]) + "\n" + log_tail(result)
+    )
     done = DONE.findall(output)
-    failures = [line for line in output.splitlines() if re.search(r"\b(ERROR|FAIL)\b", line)]
-    assert done, "dbt: not every model and test passed:\n" + "\n".join(failures[-20:])
+    assert done, "dbt: not every model and test passed:\n" + "\n".join(failures[-30:])
     assert int(done[-1]) >= 40, done
     return output
 
