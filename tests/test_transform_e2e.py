@@ -6,8 +6,8 @@ here from the sandbox's own records (the local-day rule, the cycle's recovery an
 naps and the workouts that started in it). Without the optional `sleep_signals` table the build
 passes and `whoop_sleep_heart_rate` is empty.
 
-Then a workout and a nap are deleted in WHOOP and a `sleep_signals` table of the tap's shape (one
-row per sleep, its points in `stream`) is put beside the tap's tables for the nap and a main
+Then a workout and a nap are deleted in WHOOP and `sleep_signals` records of the stream's shape
+(one per sleep, its points in `stream`) are loaded by the same loader for the nap and a main
 sleep; a full refresh marks the deleted rows and the build runs again: the deleted records are
 in no mart, and the main sleep's heart rate per minute and while asleep is the fixture's. Last,
 `dbt docs generate` writes the models' docs (on DuckDB; they are the same on PostgreSQL).
@@ -33,8 +33,10 @@ from psycopg import sql
 
 from tests import test_pipelines
 from tests.test_pipelines import (
+    MELTANO,
     PLUGINS,
     ROOT,
+    RUN_TIMEOUT,
     MeltanoProject,
     Postgres,
     clean_env,
@@ -59,6 +61,34 @@ UTILITIES = {f"utilities/{name}": "dbt" for name in WAREHOUSES.values()}
 #: dbt's last line: every model built and every test passed
 DONE = re.compile(r"Done\. PASS=(\d+) WARN=0 ERROR=0 SKIP=0")
 MS_PER_HOUR = 3_600_000
+#: The `sleep_signals` stream as the tap will send it: one record per sleep, WHOOP's points in
+#: `stream` (fields WHOOP does not send are absent).
+SLEEP_SIGNALS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sleep_id": {"type": "string", "format": "uuid"},
+        "user_id": {"type": "integer"},
+        "algorithm_version": {"type": ["string", "null"]},
+        "types": {"type": ["array", "null"], "items": {"type": "string"}},
+        "stream": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "properties": {
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "hr": {"type": ["integer", "null"]},
+                    "skin_temp": {"type": ["number", "null"]},
+                    "board_temp": {"type": ["number", "null"]},
+                    "battery_temp": {"type": ["number", "null"]},
+                    "is_sleeping": {"type": ["boolean", "null"]},
+                    "is_charging": {"type": ["boolean", "null"]},
+                },
+            },
+        },
+        "_sdc_deleted_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+    "required": ["sleep_id", "user_id"],
+}
 
 # test_pipelines' fixtures, registered here under their names.
 meltano_installed = test_pipelines.meltano_installed
@@ -162,48 +192,29 @@ class Warehouse:
     def mart(self, name: str) -> list[dict[str, t.Any]]:
         return self.rows(self.marts, name)
 
-    def create_sleep_signals(self, rows: list[dict[str, t.Any]]) -> None:
-        """A `sleep_signals` table of the tap's shape (with the loaders' `_sdc_` columns), beside
-        the tap's tables."""
-        values = [
-            (r["sleep_id"], r["user_id"], "v1", json.dumps(["hr"]), json.dumps(r["stream"]))
-            for r in rows
+    def load_sleep_signals(self, rows: list[dict[str, t.Any]]) -> None:
+        """`sleep_signals` records, of the stream's shape, loaded by the loader itself (so that
+        its columns are typed as the loader types them: `stream` is jsonb[] in PostgreSQL)."""
+        messages = [
+            {
+                "type": "SCHEMA",
+                "stream": "sleep_signals",
+                "key_properties": ["sleep_id"],
+                "schema": SLEEP_SIGNALS_SCHEMA,
+            },
+            *({"type": "RECORD", "stream": "sleep_signals", "record": row} for row in rows),
         ]
-        if self.loader == "target-postgres":
-            with self.postgres.connect(autocommit=True) as connection:
-                table = sql.Identifier(self.source, "sleep_signals")
-                connection.execute(
-                    sql.SQL(
-                        "CREATE TABLE {} (sleep_id uuid PRIMARY KEY, user_id bigint, "
-                        "algorithm_version text, types jsonb, stream jsonb, "
-                        "_sdc_batched_at timestamp, _sdc_deleted_at timestamp)"
-                    ).format(table)
-                )
-                with connection.cursor() as cursor:
-                    cursor.executemany(
-                        sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, now(), NULL)").format(
-                            table
-                        ),
-                        values,
-                    )
-            return
-        # With the DuckDB target-duckdb and dbt-duckdb use (1.2.2), so that the file's format
-        # stays theirs.
-        python = ROOT / ".meltano" / "utilities" / "dbt-duckdb" / "venv" / "bin" / "python"
-        script = (
-            "import duckdb, json, sys\n"
-            "with duckdb.connect(sys.argv[1]) as db:\n"
-            "    db.execute('CREATE TABLE tap_whoop.sleep_signals (sleep_id VARCHAR PRIMARY KEY, "
-            "user_id HUGEINT, algorithm_version VARCHAR, types JSON, stream JSON, "
-            "_sdc_batched_at TIMESTAMP, _sdc_deleted_at VARCHAR)')\n"
-            "    db.executemany('INSERT INTO tap_whoop.sleep_signals "
-            "VALUES (?, ?, ?, ?, ?, now(), NULL)', json.loads(sys.argv[2]))\n"
+        result = subprocess.run(
+            [str(MELTANO), "--environment=sandbox", "invoke", self.loader],
+            cwd=self.project.root,
+            env=self.project.base_env,
+            input="".join(json.dumps(message) + "\n" for message in messages),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
         )
-        subprocess.run(
-            [str(python), "-c", script, str(self.project.duckdb_file), json.dumps(values)],
-            check=True,
-            timeout=60,
-        )
+        assert result.returncode == 0, log_tail(result)
 
 
 def build(project: MeltanoProject, *args: str) -> str:
@@ -367,9 +378,15 @@ def test_models_built_by_meltano_hold_the_sandboxs_days_and_no_deleted_record(
     two = next(row for row in rows if row["workouts"] == 2)
     gone = next(w for w in workouts if w["day"] == two["day"] and w["score_state"] == "SCORED")
     user_id = whoop.member(MEMBER).user_id
-    warehouse.create_sleep_signals(
+    warehouse.load_sleep_signals(
         [
-            {"sleep_id": sleep["id"], "user_id": user_id, "stream": signal_points(sleep, 5)}
+            {
+                "sleep_id": sleep["id"],
+                "user_id": user_id,
+                "algorithm_version": "v1",
+                "types": ["hr", "is_sleeping"],
+                "stream": signal_points(sleep, 5),
+            }
             for sleep in (nap, main)
         ]
     )

@@ -57,10 +57,11 @@
   {{ return(adapter.dispatch('json_array_rows', 'whoop')(relation, column)) }}
 {%- endmacro %}
 
+{#- to_jsonb: target-postgres writes an array of objects as jsonb[], other loaders as json(b). -#}
 {% macro default__json_array_rows(relation, column) -%}
   select source_rows.*, points.point
   from {{ relation }} as source_rows
-  cross join lateral jsonb_array_elements(cast(source_rows.{{ column }} as jsonb)) as points(point)
+  cross join lateral jsonb_array_elements(to_jsonb(source_rows.{{ column }})) as points(point)
 {%- endmacro %}
 
 {% macro duckdb__json_array_rows(relation, column) -%}
