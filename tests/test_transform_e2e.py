@@ -10,7 +10,8 @@ Then a workout and a nap are deleted in WHOOP and `sleep_signals` records of the
 (one per sleep, its points in `stream`) are loaded by the same loader for the nap and a main
 sleep; a full refresh marks the deleted rows and the build runs again: the deleted records are
 in no mart, and the main sleep's heart rate per minute and while asleep is the fixture's. Last,
-`dbt docs generate` writes the models' docs (on DuckDB; they are the same on PostgreSQL).
+on DuckDB, the demo's report prints whoop_daily's days and writes its chart (offline HTML), and
+`dbt docs generate` writes the models' docs.
 
 The sandbox is served in-process (the Meltano runs reach it over loopback); the prerequisites
 are those of tests/test_pipelines.py, whose fixtures and helpers are reused.
@@ -23,6 +24,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import typing as t
 from collections import defaultdict
 from pathlib import Path
@@ -342,6 +344,46 @@ def signal_points(sleep: dict[str, t.Any], minutes: int) -> list[dict[str, t.Any
     return points
 
 
+def assert_demo_report(
+    project: MeltanoProject, days: dict[datetime.date, dict[str, t.Any]]
+) -> None:
+    """scripts/report.py, as the demo runs it: whoop_daily's last days, and an offline chart."""
+    chart = project.root / "output" / "whoop_report.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "report.py"),
+            str(project.duckdb_file),
+            "--days",
+            "5",
+            "--chart",
+            str(chart),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    shown = [line for line in lines if re.match(r"  \w{3} \d{4}-\d\d-\d\d ", line)]
+    assert [line.split()[1] for line in shown] == [str(day) for day in sorted(days)[-5:]]
+    for line in shown:
+        day = days[datetime.date.fromisoformat(line.split()[1])]
+        recovery = line.split()[2]
+        if day["recovery_percent"] is None:
+            why = {"PENDING_SCORE": "pending", "UNSCORABLE": "unscorable"}
+            assert recovery == why.get(day["recovery_state"], "-"), line
+        else:
+            assert recovery == f"{day['recovery_percent']:.0f}%", line
+        assert line.split()[-1] == str(day["workouts"]), line
+    html = chart.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", html), "the chart loads a script from the network"
+    assert len(html) > 1_000_000, "plotly.js is not embedded"
+    for trace in ("Recovery %", "HRV (ms)", "Day strain", "REM sleep"):
+        assert f'"name":"{trace}"' in html, trace
+
+
 # The test
 
 
@@ -431,7 +473,8 @@ def test_models_built_by_meltano_hold_the_sandboxs_days_and_no_deleted_record(
     assert averages.pop() == pytest.approx(sum(asleep) / len(asleep))
 
     if loader != "target-duckdb":
-        return  # the docs are the same on both warehouses: generated once
+        return  # the docs and the demo's report are DuckDB's alone
+    assert_demo_report(project, after)
     result = project.meltano("invoke", f"{utility}:docs-generate")
     assert result.returncode == 0, log_tail(result)
     catalog = json.loads(
