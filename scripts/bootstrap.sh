@@ -3,7 +3,8 @@
 #   .venv          the tap with its [dev] extras (pytest, ruff, mypy, psycopg, duckdb), editable
 #   .venv-meltano  Meltano, pinned, in its own venv (see below)
 #   .meltano/      the Meltano plugins of meltano.yml (`meltano install`: tap-whoop from this
-#                  checkout, target-postgres, target-duckdb), each in its own venv
+#                  checkout, target-postgres, target-duckdb, and dbt for the models in
+#                  transform/ as dbt-duckdb and dbt-postgres), each in its own venv
 # Idempotent and quick when nothing changed: each step is skipped while the files it depends on
 # (pyproject.toml, meltano.yml, this script) are unchanged.
 #
@@ -86,11 +87,13 @@ stamp=".meltano/.bootstrap-stamp"
 want="$(fingerprint meltano.yml pyproject.toml scripts/bootstrap.sh) $py_version"
 plugins=(.meltano/extractors/tap-whoop/venv/bin/tap-whoop
          .meltano/loaders/target-postgres/venv/bin/target-postgres
-         .meltano/loaders/target-duckdb/venv/bin/target-duckdb)
+         .meltano/loaders/target-duckdb/venv/bin/target-duckdb
+         .meltano/utilities/dbt-duckdb/venv/bin/dbt
+         .meltano/utilities/dbt-postgres/venv/bin/dbt)
 missing=0
 for executable in "${plugins[@]}"; do [ -x "$executable" ] || missing=1; done
 if ! up_to_date "$stamp" "$want" || [ "$missing" = 1 ]; then
-  log "meltano install (tap-whoop, target-postgres, target-duckdb)"
+  log "meltano install (tap-whoop, target-postgres, target-duckdb, dbt-duckdb, dbt-postgres)"
   .venv-meltano/bin/meltano install >&2
   echo "$want" >"$stamp"
 fi

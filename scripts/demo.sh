@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on fake data, no WHOOP account needed:
 #   WHOOP sandbox (tap-whoop-sandbox) -> tap-whoop -> Meltano -> DuckDB (output/whoop_sandbox.duckdb)
-# then a summary of what was loaded. Works on a fresh clone with only Python 3 (it runs
-# scripts/bootstrap.sh first). Run it again for an incremental run: each further run moves the
+#   -> dbt (transform/, schema `analytics` of the same file)
+# then a summary from the `whoop_daily` model and a chart, output/whoop_report.html. Works on a
+# fresh clone with only Python 3 (it runs scripts/bootstrap.sh first). Run it again for an incremental run: each further run moves the
 # sandbox clock a day forward first, so there is a new day (and finished scores) to load.
 #
 # Keeps its state under .meltano/ (sandbox clock and tokens in .meltano/tap-whoop-sandbox/,
@@ -81,12 +82,13 @@ if [ "$first_run" = 0 ] && [ "${DEMO_ADVANCE_DAYS:-1}" != 0 ]; then
 fi
 echo "demo: sandbox at $base_url ($(admin GET clock))"
 
-# 2. The pipeline. Meltano's log goes to a file; its tail is shown if the run fails.
+# 2. The pipeline, then the models. Meltano's log goes to a file; its tail is shown if it fails.
 RUN_LOG="$LOG_DIR/meltano-run.log"
-echo "demo: meltano --environment=sandbox run tap-whoop target-duckdb   (log: $RUN_LOG)"
+echo "demo: meltano --environment=sandbox run tap-whoop target-duckdb dbt-duckdb:build   (log: $RUN_LOG)"
 started=$SECONDS
 since="$(date -u +%Y-%m-%dT%H:%M:%S)"
-if ! .venv-meltano/bin/meltano --environment=sandbox run tap-whoop target-duckdb >"$RUN_LOG" 2>&1; then
+if ! .venv-meltano/bin/meltano --environment=sandbox run tap-whoop target-duckdb dbt-duckdb:build \
+    >"$RUN_LOG" 2>&1; then
   echo "demo: the pipeline failed; last lines of $RUN_LOG:" >&2
   grep -v 'METRIC' "$RUN_LOG" | tail -n 25 >&2
   exit 1
@@ -94,8 +96,11 @@ fi
 requests="$(admin GET stats | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
 kind="full sync"
 [ "$first_run" = 0 ] && kind="incremental run"
-echo "demo: $kind done in $((SECONDS - started))s with $requests WHOOP API requests"
+built="$(grep -o 'Done\. PASS=[0-9]* WARN=[0-9]* ERROR=[0-9]*' "$RUN_LOG" | tail -n1 || true)"
+echo "demo: $kind and dbt build done in $((SECONDS - started))s with $requests WHOOP API requests" \
+  "(dbt: ${built:-no summary})"
 echo
 
-# 3. What was loaded.
-.venv/bin/python scripts/report.py output/whoop_sandbox.duckdb --since "$since"
+# 3. What was loaded, and what the models made of it.
+.venv/bin/python scripts/report.py output/whoop_sandbox.duckdb --since "$since" \
+  --chart output/whoop_report.html

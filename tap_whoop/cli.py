@@ -45,6 +45,7 @@ from tap_whoop.settings import (
     unknown_settings,
     validated,
 )
+from tap_whoop.stores.backends import PostgresStores
 from tap_whoop.stores.inbox import SqliteInbox
 from tap_whoop.tap import CONFIG_FILES, TapWhoop
 
@@ -378,8 +379,8 @@ def set_aside(
     """List the webhook events runs gave up on after their tries, or retry or drop them.
 
     An event is set aside when its record could not be passed on in several runs (a 4xx, an
-    endpoint that kept failing, an update WHOOP answers 404 for); the member's collections are
-    read in full meanwhile, so a set-aside event is seldom data lost.
+    endpoint that kept failing, an update WHOOP answers 404 for, a member no longer in `users`);
+    the member's collections are read in full meanwhile, so a set-aside event is seldom data lost.
     """
     run = _run(ctx, configs)
     inbox = run.inbox
@@ -404,7 +405,7 @@ def set_aside(
         event = entry.event
         click.echo(
             f"{event.seq:>8}  {event.user_id:>10}  {event.type:<16} {event.record_id:<36}  "
-            f"{entry.tries:>5}  {entry.reason}"
+            f"{entry.tries:>5}  {' '.join(entry.reason.split())}"  # one row, whatever WHOOP said
         )
     click.echo("retry with `tap-whoop set-aside --retry SEQ`, or forget with --drop SEQ")
 
@@ -464,16 +465,20 @@ def copy_store(
         )
     if problem := store_url_problem(str(url)):
         raise ConfigError(f"--to {problem}" if target else f"store_url {problem}")
-    source = run.file_token_store
+    files = run.file_stores
+    source = files.token_store
     if not source.target.exists():
         raise ConfigError(
             f"no token store at {source.path}, so nothing to copy: check token_store_path (under "
             "Meltano, run `meltano invoke tap-whoop store copy`, which passes the project's)"
         )
-    inbox_path = run.file_inbox_path
+    inbox_path = files.inbox_path
     inbox = SqliteInbox(inbox_path) if inbox_path.exists() else None
-    database = run.database if run.database is not None and url == run.database.url else None
-    database = database or Database(str(url), timeout=DEFAULT_STORE_TIMEOUT_SECONDS)
+    stores = run.stores
+    if isinstance(stores, PostgresStores) and url == stores.database.url:
+        database = stores.database
+    else:
+        database = Database(str(url), timeout=DEFAULT_STORE_TIMEOUT_SECONDS)
     report = copy_file_store(source, inbox, database, overwrite=overwrite)
     click.echo(
         f"Copied the token store {source.path} to {database.where} without spending any token:"

@@ -131,6 +131,27 @@ class DeactivatedUserError(MemberError):
         self.path = path
 
 
+class GatewayRefusedError(MissingScopeError):
+    """An HTTP 403 whose page is not WHOOP's JSON: a CDN's, a gateway's or a proxy's.
+
+    It fails what needs the endpoint, as WHOOP's 403 does, but says where to look first:
+    re-authorizing does not lift a firewall's block.
+    """
+
+    def __init__(self, member: str, path: str, scope: str, kind: str, api_root: str) -> None:
+        MemberError.__init__(
+            self,
+            f"member {member!r}: HTTP 403 for {path} with a page that is not WHOOP's JSON "
+            f"({kind}): a CDN, gateway or proxy between the tap and {api_root} refused it; if "
+            "that persists, check that proxy or firewall (and what User-Agent it blocks), "
+            f"then the authorization (scope {scope!r}): `{FIX}`",
+            Fix.reauthorize(member),
+        )
+        self.path = path
+        self.scope = scope
+        self.status = f"HTTP 403 {kind} page"
+
+
 class BadDataError(MemberError):
     """WHOOP answered with a page or record the tap cannot trust: only that stream fails."""
 

@@ -40,6 +40,7 @@ from tap_whoop.deadline import with_deadlines
 from tap_whoop.errors import (
     ConfigError,
     DeactivatedUserError,
+    GatewayRefusedError,
     MissingScopeError,
     QuotaExhaustedError,
     ReauthorizeError,
@@ -353,7 +354,8 @@ def classify(
     """Sort WHOOP's answer into retry, wait, skip and fail, as the member `auth` speaks for.
 
     A 401 is retried once after a refresh (or on the token another process stored); a 403 is a
-    missing scope, which fails only what needs it; a 404 is "nothing here" where that is normal.
+    missing scope (or, as an HTML page, a gateway's refusal), which fails only what needs it; a
+    404 is "nothing here" where that is normal.
     """
     status = response.status_code
     path = urlparse(response.url).path
@@ -382,6 +384,9 @@ def classify(
         )
     if status == 403 and _error_of(response) == "deactivated_user":
         raise DeactivatedUserError(auth.key, path)
+    if status == 403 and not is_json(response):
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        raise GatewayRefusedError(auth.key, path, scope, kind, _api_root(response))
     if status == 403:
         raise MissingScopeError(auth.key, path, scope, describe_status(response))
     if status == 429:

@@ -93,7 +93,7 @@ class Progress:
         self._ledger_warned.add(key)
         if any(run.inbox.known(user_id, stream) for stream in LEDGER_STREAMS):
             return
-        where = run.database.where if run.database is not None else run.file_inbox_path
+        where = run.stores.inbox_where
         logger.warning(
             "member %r: the ledger of emitted records (%s) has nothing of this member, who was "
             "synced before: it is missing or was reset, so this full read cannot find records "

@@ -13,7 +13,6 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from tap_whoop.errors import FIX, ConfigError, Fix, Invocation, MemberError, MembersFailedError
 from tap_whoop.http import (
@@ -24,14 +23,13 @@ from tap_whoop.http import (
 from tap_whoop.oauth.app import WhoopApp
 from tap_whoop.oauth.member import MemberAuth
 from tap_whoop.settings import DEFAULT_MEMBER, Settings, configured_members, shard_of
-from tap_whoop.stores.file import TokenStore, default_token_store_path
-from tap_whoop.stores.inbox import Inbox, SqliteInbox
+from tap_whoop.stores.backends import FileStores, PostgresStores, open_stores
 from tap_whoop.stores.tokens import IDENTITY_UNVERIFIED, TokenStorage
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from tap_whoop.stores.postgres import Database
+    from tap_whoop.stores.inbox import Inbox
 
 logger = logging.getLogger("tap-whoop")
 
@@ -42,18 +40,8 @@ LEDGER_STREAMS = ("cycles", "recovery", "sleep", "workout")
 """The collections whose emitted keys the ledger keeps."""
 DELETIONS_KEY = "whoop_deletions"
 """The state's note of the deletions a run emitted: user id -> stream -> record ids."""
-INBOX_FILE = "inbox.sqlite"
-"""The inbox beside the default token store file (`tokens.json`)."""
 RECEIVER_TIMEOUT_SECONDS = 0.5
 """How long the receiver's inbox write may wait (a lock, a slow disk or server) before a 503."""
-
-
-def inbox_file_name(token_store: Path) -> str:
-    """`inbox.sqlite` beside `tokens.json`; `<name>.inbox.sqlite` beside any other store file.
-
-    Two configs whose token stores share a folder keep their events apart.
-    """
-    return INBOX_FILE if token_store.name == "tokens.json" else f"{token_store.name}.inbox.sqlite"
 
 
 @dataclass
@@ -200,41 +188,25 @@ class Run:
         return Settings.from_config(self.config)
 
     @cached_property
-    def database(self) -> Database | None:
-        """The PostgreSQL database `store_url` names, if it names one."""
-        url = self.settings.store_url
-        if not url:
-            return None
-        try:
-            from tap_whoop.stores.postgres import (
-                Database,  # psycopg loads only for runs that use it
-            )
-        except ImportError as exc:
-            raise ConfigError(
-                f"store_url needs the PostgreSQL driver psycopg, which cannot be loaded ({exc}); "
-                "reinstall tap-whoop with its dependencies (`pip install tap-whoop`, or "
-                "`meltano install --clean tap-whoop`)"
-            ) from None
-        return Database(url, timeout=self.settings.store_timeout_seconds)
+    def stores(self) -> FileStores | PostgresStores:
+        """Where tokens, the inbox and the request window are kept (`store_url` or files)."""
+        settings = self.settings
+        return open_stores(
+            settings.store_url, settings.token_store_path, settings.store_timeout_seconds
+        )
 
     @cached_property
-    def file_token_store(self) -> TokenStore:
-        """The token store file (`token_store_path`), used unless `store_url` is set."""
-        return TokenStore(self.settings.token_store_path or default_token_store_path())
+    def file_stores(self) -> FileStores:
+        """The files beside `token_store_path`: what `store copy` moves into PostgreSQL."""
+        stores = self.stores
+        if isinstance(stores, FileStores):
+            return stores
+        return FileStores(self.settings.token_store_path)
 
     @property
-    def file_inbox_path(self) -> Path:
-        """The token store file's own webhook inbox, beside it: one inbox per token store."""
-        return self.file_token_store.target.parent / inbox_file_name(self.file_token_store.target)
-
-    @cached_property
     def token_store(self) -> TokenStorage:
         """Where every member's rotated tokens live between runs."""
-        if self.database is not None:
-            from tap_whoop.stores.postgres import PostgresTokenStore
-
-            return PostgresTokenStore(self.database)
-        return self.file_token_store
+        return self.stores.tokens
 
     @cached_property
     def app(self) -> WhoopApp:
@@ -294,14 +266,10 @@ class Run:
         """The app's rate limit, shared by every stream, member and tap process of the app."""
         app = hashlib.sha256(self.settings.client_id.encode()).hexdigest()[:16]
         ceiling = self.settings.max_requests_per_minute
-        if self.database is not None:
-            from tap_whoop.stores.postgres import PostgresWindow
-
-            window = PostgresWindow(self.database, app, ceiling)
-            return AppPacer(ceiling, shared_window=window, budget=self.budget)
         return AppPacer(
             ceiling,
-            shared_file=self.file_token_store.beside(f"rate-limit-{app}.sqlite"),
+            shared_file=self.stores.rate_limit_file(app),
+            shared_window=self.stores.rate_window(app, ceiling),
             budget=self.budget,
         )
 
@@ -323,11 +291,7 @@ class Run:
     @cached_property
     def inbox(self) -> Inbox:
         """The webhook inbox and the ledger of emitted records, beside the token store."""
-        if self.database is not None:
-            from tap_whoop.stores.postgres import PostgresInbox
-
-            return PostgresInbox(self.database)
-        return SqliteInbox(self.file_token_store.beside(self.file_inbox_path.name))
+        return self.stores.inbox()
 
     @cached_property
     def receiver_inbox(self) -> Inbox:
@@ -335,20 +299,7 @@ class Run:
 
         WHOOP allows a delivery a second; a 503 within it is retried, a late 2xx is not seen.
         """
-        if self.database is not None:
-            from tap_whoop.stores.postgres import Database, PostgresInbox
-
-            return PostgresInbox(
-                Database(
-                    self.database.url,
-                    timeout=RECEIVER_TIMEOUT_SECONDS,
-                    reconnect_seconds=RECEIVER_TIMEOUT_SECONDS,
-                )
-            )
-        return SqliteInbox(
-            self.file_token_store.beside(self.file_inbox_path.name),
-            busy_timeout=RECEIVER_TIMEOUT_SECONDS,
-        )
+        return self.stores.inbox(timeout=RECEIVER_TIMEOUT_SECONDS)
 
     @property
     def profile_interval(self) -> float:

@@ -1,8 +1,8 @@
 """The tap's settings: their schema, and the checks JSON Schema cannot say.
 
 Single settings are checked by the schema (types, ranges); what is left here are rules across
-settings, checks whose messages must not echo a secret, and the shape of `--state` and
-`--catalog` files, all before any request.
+settings and checks whose messages must not echo a secret, all before any request. The shapes of
+`--state` and `--catalog` files are `tap_whoop.shapes`'.
 """
 
 from __future__ import annotations
@@ -377,63 +377,6 @@ def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     return errors
 
 
-def json_file_problem(option: str, data: t.Any) -> str | None:
-    """What keeps `data` from being a Singer state or catalog, if anything."""
-    if option == "catalog":
-        if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
-            return "not a Singer catalog (an object with a 'streams' list): see --discover"
-        for index, entry in enumerate(data["streams"]):
-            if problem := _catalog_entry_problem(entry):
-                return f"streams[{index}] {problem}: fix it, or regenerate it with --discover"
-        return None
-    if not isinstance(data, dict):
-        return "not a Singer state (a JSON object with 'bookmarks')"
-    bookmarks = data.get("bookmarks", {})
-    if not isinstance(bookmarks, dict) or not all(isinstance(b, dict) for b in bookmarks.values()):
-        return "'bookmarks' must map each stream to an object; fix it or start without --state"
-    for name, bookmark in bookmarks.items():
-        partitions = bookmark.get("partitions", [])
-        if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
-            return f"the partitions of bookmark {name!r} must be a list of objects"
-        for index, partition in enumerate(partitions):
-            if not isinstance(partition.get("context"), dict):
-                return (
-                    f"partition {index} of bookmark {name!r} has no 'context' object (the "
-                    'member\'s {"user_id": …}): fix it, or start without --state'
-                )
-        for entry in [bookmark, *partitions]:
-            if not isinstance(entry.get("progress_markers", {}), dict):
-                return f"the progress_markers of bookmark {name!r} must be an object"
-            if problem := _fields_problem(name, entry):
-                return problem
-    return None
-
-
-def _catalog_entry_problem(entry: t.Any) -> str | None:
-    """What keeps `entry` from being a catalog entry the SDK can read, if anything."""
-    if not isinstance(entry, dict):
-        return f"is {json.dumps(entry)[:40]}, not a catalog entry (an object)"
-    if not isinstance(entry.get("tap_stream_id"), str) or not entry["tap_stream_id"]:
-        return "has no 'tap_stream_id' (a stream name)"
-    schema = entry.get("schema")
-    if not isinstance(schema, dict):
-        return f"({entry['tap_stream_id']}) has no 'schema' object"
-    if not isinstance(schema.get("properties", {}), dict):
-        return f"({entry['tap_stream_id']}): 'schema.properties' must be an object"
-    metadata = entry.get("metadata", [])
-    if not isinstance(metadata, list) or not all(
-        isinstance(item, dict)
-        and isinstance(item.get("breadcrumb"), list)
-        and isinstance(item.get("metadata"), dict)
-        for item in metadata
-    ):
-        return (
-            f"({entry['tap_stream_id']}): 'metadata' must be a list of "
-            "{breadcrumb: [...], metadata: {...}} objects"
-        )
-    return None
-
-
 def too_deep(what: str, kind: str) -> str:
     """The message for JSON nested deeper than `MAX_JSON_DEPTH` (or the parser follows)."""
     return (
@@ -713,84 +656,6 @@ def parse_time(value: str) -> datetime.datetime:
     if not isinstance(parsed, datetime.datetime):
         raise ValueError(f"{value!r} is not a date-time")
     return parsed
-
-
-#: A partition's date-times beside its bookmark, and what to do when one is damaged.
-_STATE_TIMES = {
-    "backfill_start": "clear the state (`meltano state clear …`) to read the history again",
-    "backfill_end": "clear the state (`meltano state clear …`) to read the history again",
-    "polled_at": "remove the field (the member's collections are then read in full)",
-    "read_at": "remove the field (the profile is then read again)",
-}
-
-
-def bookmark_problem(state: t.Mapping[str, t.Any]) -> str | None:
-    """A damaged field of the state's bookmarks, named, with how to fix the state.
-
-    The bookmark must be a date-time WHOOP accepts; the history still to read, when a
-    collection or a profile was last read, and the ids kept for the next window's deletions
-    (`window_ids`) must have their shape, or the run would fail on them half-way.
-    """
-    bookmarks = state.get("bookmarks") or {}
-    if not isinstance(bookmarks, dict):
-        return "the state's bookmarks are not an object: fix the state, or clear it"
-    for name, bookmark in bookmarks.items():
-        partitions = bookmark.get("partitions", []) if isinstance(bookmark, dict) else None
-        if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
-            return f"the state's bookmarks for {name} are damaged: fix the state, or clear it"
-        for entry in [bookmark, *partitions]:
-            if problem := _partition_problem(name, entry):
-                return problem
-    return None
-
-
-def _partition_problem(name: str, entry: t.Mapping[str, t.Any]) -> str | None:
-    value = entry.get("replication_key_value")
-    if value is not None:
-        try:
-            problem = date_problem(parse_time(str(value)))
-        except ValueError:
-            problem = "is not a date-time"
-        if problem:
-            return (
-                f"the state's bookmark for {name} ({value!r}) {problem}: fix the state, or "
-                "clear it (`meltano state clear …`) to re-read everything"
-            )
-    return _fields_problem(name, entry)
-
-
-def _fields_problem(name: str, entry: t.Mapping[str, t.Any]) -> str | None:
-    """A damaged date-time or `window_ids` beside a bookmark, named with its fix."""
-    for field, fix in _STATE_TIMES.items():
-        if (value := entry.get(field)) is not None and not _is_time(value):
-            return f"the state's {field} for {name} ({str(value)[:60]!r}) is not a date-time: {fix}"
-    window = entry.get("window_ids")
-    if window is not None and not (
-        isinstance(window, list)
-        and all(
-            isinstance(pair, list)
-            and len(pair) == 2
-            and isinstance(pair[0], str | int)
-            and not isinstance(pair[0], bool)
-            and _is_time(pair[1])
-            for pair in window
-        )
-    ):
-        return (
-            f"the state's window_ids for {name} are not [id, date-time] pairs: remove the field "
-            "(that run then finds no deletions in its window; a full refresh finds them)"
-        )
-    return None
-
-
-def _is_time(value: t.Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parse_time(value)
-    except ValueError:
-        return False
-    return True
 
 
 def validated(config: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -8,12 +8,16 @@ pacer's, a retry's backoff) end at once. A second signal ends the process on the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import typing as t
 
 from tap_whoop.errors import StoppedError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
 
 logger = logging.getLogger("tap-whoop")
 
@@ -68,6 +72,24 @@ def install() -> None:
     """Handle SIGTERM and SIGINT in this process: the first asks to stop, a second insists."""
     for signum in SIGNALS:
         signal.signal(signum, _handle)
+
+
+@contextlib.contextmanager
+def installed_after() -> Iterator[None]:
+    """Run the block with SIGTERM and SIGINT held, then handle them here (main thread only).
+
+    The SDK's constructor installs handlers that exit 0 (a scheduler would record a stopped
+    run as a success); a signal arriving while it runs waits, and reaches `_handle`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        install()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def _handle(signum: int, frame: t.Any) -> None:

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import sys
-import threading
 import time
 import typing as t
 from functools import cached_property
@@ -30,16 +29,15 @@ from tap_whoop.settings import (
     CONFIG_SCHEMA,
     MAX_JSON_DEPTH,
     Settings,
-    bookmark_problem,
     deeper_than,
     forgiven,
-    json_file_problem,
     parse_time,
     settings_errors,
     too_deep,
     unknown_settings,
     validated,
 )
+from tap_whoop.shapes import bookmark_problem, catalog_problem, state_problem
 from tap_whoop.stop import STOP
 from tap_whoop.streams.base import CollectionStream, WhoopStream
 from tap_whoop.streams.endpoints import (
@@ -106,20 +104,12 @@ class TapWhoop(Tap):
                 for warning in unknown_settings(config, schema["properties"]):
                     logger.warning("%s", warning)
                 validated(copy.deepcopy(config))
-        super().__init__(config=config, validate_config=validate_config, **kwargs)
+        with stop.installed_after():
+            super().__init__(config=config, validate_config=validate_config, **kwargs)
         if validate_config and (errors := settings_errors(self.config)):
             raise ConfigError(errors[0])
         if self.input_catalog is not None:
             self._check_catalog()
-
-    def _setup_signal_handlers(self) -> None:
-        """The SDK's hook for SIGTERM and SIGINT: stop at the next page (`tap_whoop.stop`).
-
-        The SDK's own handler exits 0, so a scheduler that stops a run records a success, and
-        the state it writes may not resume the walk it interrupted.
-        """
-        if threading.current_thread() is threading.main_thread():
-            stop.install()
 
     @cached_property
     def paced_state_writer(self) -> PacedStateWriter:
@@ -563,6 +553,6 @@ def read_json_file(file: t.IO[str] | None, option: str) -> dict[str, t.Any] | No
         raise click.BadParameter(message, param_hint=hint) from None
     if option == "state" and isinstance(data, dict) and set(data) == {"singer_state"}:
         data = data["singer_state"]  # as `meltano state get` prints it
-    if problem := json_file_problem(option, data):
+    if problem := (catalog_problem if option == "catalog" else state_problem)(data):
         raise click.BadParameter(f"{file.name}: {problem}", param_hint=hint)
     return t.cast(dict[str, t.Any], data)

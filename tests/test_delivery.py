@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import copy
 import datetime
+import logging
 import time
 import typing as t
 import uuid
 from pathlib import Path
 
+import pytest
 from conftest import PAST, members_config, run_tap, tap_config
 
 from tap_whoop.run import Run
@@ -28,7 +30,6 @@ from tap_whoop.webhooks.drain import MAX_EVENT_TRIES, WEBHOOKS_KEY
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    import pytest
     from conftest import SyncResult
 
     from whoop_sandbox import Sandbox
@@ -296,17 +297,21 @@ def test_a_late_recovery_deleted_for_a_cycles_previous_sleep_keeps_its_current_r
 # 5. No poison events
 
 
+@pytest.mark.parametrize("fault", ["400", "500"])
 def test_an_event_that_keeps_failing_is_retried_then_set_aside_and_never_stops_the_others(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
 ) -> None:
     sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
-    config = members_config(sandbox, tmp_path, max_request_attempts=2)
+    config = members_config(sandbox, tmp_path, max_request_attempts=1)  # no backoff waits
     first = synced(sandbox, config)
     alice, bob = sandbox.members
     poisoned = str(uuid.uuid4())
     inbox = Run(config).inbox
     inbox.add(Event(alice.user_id, "workout.updated", poisoned, "poison"))
-    sandbox.inject_fault(f"/v2/activity/workout/{poisoned}", "400", times=100)
+    sandbox.inject_fault(f"/v2/activity/workout/{poisoned}", fault, times=100)
     bobs = live(first, "workout")
     bobs_workout = next(w for w in bobs.values() if w["user_id"] == bob.user_id)
     sandbox.edit_record("bob", "workout", bobs_workout["id"], {"sport_name": "rowing"})
@@ -323,7 +328,12 @@ def test_an_event_that_keeps_failing_is_retried_then_set_aside_and_never_stops_t
     assert len(runs) == MAX_EVENT_TRIES
     [aside] = inbox.set_aside_events()
     assert (aside.event.record_id, aside.tries) == (poisoned, MAX_EVENT_TRIES)
-    assert "400" in aside.reason
+    assert fault in aside.reason
+    [warning] = [m for m in caplog.messages if "set aside after" in m]
+    assert (
+        f"member 'alice': workout.updated {poisoned} set aside after {MAX_EVENT_TRIES} tries"
+        in warning
+    )
     retried = inbox.release(aside.event.seq, retry=True)
     assert retried is not None
     sandbox.reset_stats()
@@ -354,6 +364,33 @@ def test_a_pipeline_whose_position_was_pruned_reads_every_member_in_full(
     assert behind.error is None
     assert sandbox.stats()["by_path"].get("/v2/activity/workout"), "read in full, not rested"
     assert any("were pruned" in message for message in caplog.messages)
+
+
+def test_a_shorter_webhook_retention_prunes_sooner_and_a_pipeline_behind_it_reads_in_full(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path, webhook_retention_days=1)  # the minimum
+    first = synced(sandbox, config)
+    inbox = Run(config).inbox
+    two_days_ago = time.time() - datetime.timedelta(days=2).total_seconds()  # kept by default
+    user_id = sandbox.members[0].user_id
+    workout = first.records("workout")[0]
+    inbox.add(Event(user_id, "workout.updated", workout["id"], "old", received_at=two_days_ago))
+    noticed = run_tap(config, state=first.state)
+    assert noticed.error is None, noticed.error
+    inbox.add(Event(user_id, "workout.updated", workout["id"], "older", received_at=two_days_ago))
+    inbox.add(Event(user_id, "sleep.updated", first.records("sleep")[0]["id"], "fresh"))
+    sandbox.reset_stats()
+
+    behind = run_tap(config, state=noticed.state)
+
+    assert behind.error is None, behind.error
+    assert [e.trace_id for e in inbox.after(0)] == ["fresh"]
+    assert sandbox.stats()["by_path"].get("/v2/activity/workout"), "read in full, not rested"
+    [warning] = [m for m in caplog.messages if "were pruned" in m]
+    assert "older than webhook_retention_days" in warning
+    assert "every member is read in full" in warning
 
 
 def test_another_users_refresh_token_pasted_into_the_config_is_refused_with_nothing_marked(
@@ -420,7 +457,7 @@ def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_r
     sandbox = start_sandbox(now=PAST)
     config = tap_config(sandbox, tmp_path)
     synced(sandbox, config)
-    inbox = Run(config).file_inbox_path
+    inbox = Run(config).file_stores.inbox_path
     for file in inbox.parent.glob(inbox.name + "*"):
         file.unlink()
 
@@ -436,8 +473,9 @@ def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_r
     assert not [r for r in caplog.records if "ledger" in r.getMessage()]
 
 
+@pytest.mark.parametrize("fault", ["403", "gateway_403"])  # WHOOP's JSON 403, a proxy's HTML
 def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
-    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, fault: str
 ) -> None:
     sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
     config = members_config(sandbox, tmp_path)
@@ -445,7 +483,7 @@ def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
     alice, bob = sandbox.members
     vanished = str(uuid.uuid4())
     state = _claim_in_window(first, alice.user_id, vanished)
-    sandbox.inject_fault(f"/v2/activity/workout/{vanished}", "403", times=10)
+    sandbox.inject_fault(f"/v2/activity/workout/{vanished}", fault, times=10)
     sandbox.edit_record(
         "bob", "workout", sandbox.records("bob", "workout")[0]["id"], {"sport_name": "rowing"}
     )
@@ -455,6 +493,10 @@ def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
     assert second.error is not None
     assert "1 of 2 member(s) not fully synced" in str(second.error)
     assert "member 'alice'" in str(second.error)
+    assert "\n" not in str(second.error)
+    assert "<" not in str(second.error), "no HTML page in the line"
+    if fault == "gateway_403":
+        assert "with a page that is not WHOOP's JSON (text/html)" in str(second.error)
     assert "rowing" in {
         r["sport_name"] for r in second.records("workout") if r["user_id"] == bob.user_id
     }
@@ -463,3 +505,121 @@ def test_a_403_while_confirming_one_members_deletion_fails_that_member_alone(
     for partition in second.state["bookmarks"]["workout"]["partitions"]:
         if partition["context"] == {"user_id": alice.user_id}:
             assert vanished in {pair[0] for pair in partition["window_ids"]}
+
+
+def test_events_of_a_member_removed_from_the_config_are_warned_about_owed_then_set_aside(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice = sandbox.members[0]
+    without_alice = members_config(sandbox, tmp_path, keys=["bob"])
+    alices = sandbox.records("alice", "workout")[0]["id"]
+    bobs = sandbox.records("bob", "workout")[0]["id"]
+    sandbox.edit_record("alice", "workout", alices, {"sport_name": "rowing"})
+    sandbox.edit_record("bob", "workout", bobs, {"sport_name": "rowing"})
+    publish(sandbox, config)  # alice's entry stays in the token store: her events keep coming
+    inbox = Run(config).inbox
+
+    runs = [run_tap(without_alice, state=first.state)]
+    assert runs[0].error is None, runs[0].error
+    assert live(runs[0], "workout")[bobs]["sport_name"] == "rowing"
+    assert [user_id for _, _, user_id in owed(runs[0])] == [alice.user_id]
+    [warning] = [m for m in caplog.messages if f"WHOOP user {alice.user_id}" in m]
+    assert f"1 event(s) owed, try 1 of {MAX_EVENT_TRIES}" in warning
+    assert "(member 'alice' in the token store, not in `users`)" in warning
+    assert "add the member back to `users`" in warning
+    assert "`tap-whoop revoke --member alice`" in warning
+    while owed(runs[-1]):
+        assert len(runs) < MAX_EVENT_TRIES
+        runs.append(run_tap(without_alice, state=runs[-1].state))
+        assert runs[-1].error is None, runs[-1].error
+
+    assert len(runs) == MAX_EVENT_TRIES
+    assert not [r for run in runs for r in run.records("workout") if r["user_id"] == alice.user_id]
+    [aside] = inbox.set_aside_events()
+    assert (aside.event.user_id, aside.event.record_id) == (alice.user_id, alices)
+    assert aside.tries == MAX_EVENT_TRIES
+    assert f"no configured member is WHOOP user {alice.user_id}" in aside.reason
+    [last] = [m for m in caplog.messages if "set aside after" in m]
+    assert f"set aside after {MAX_EVENT_TRIES} tries (seq {aside.event.seq})" in last
+    assert f"no configured member is WHOOP user {alice.user_id}" in last
+    assert "`tap-whoop set-aside --retry SEQ`" in last
+    assert "`tap-whoop set-aside --drop SEQ`" in last
+
+
+def test_an_event_of_a_member_another_shard_syncs_is_left_to_that_shards_pipeline(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))  # shards of 2: bob 0, alice 1
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice = sandbox.members[0]
+    alices = sandbox.records("alice", "workout")[0]["id"]
+    bobs = sandbox.records("bob", "workout")[0]["id"]
+    sandbox.edit_record("alice", "workout", alices, {"sport_name": "rowing"})
+    sandbox.edit_record("bob", "workout", bobs, {"sport_name": "rowing"})
+    publish(sandbox, config)
+    bobs_shard = {**config, "member_shard": "0/2"}
+
+    runs = [run_tap(bobs_shard, state=first.state)]
+    for _ in range(MAX_EVENT_TRIES):
+        runs.append(run_tap(bobs_shard, state=runs[-1].state))
+        assert runs[-1].error is None, runs[-1].error
+
+    assert live(runs[0], "workout")[bobs]["sport_name"] == "rowing"
+    assert all(owed(run) == [] for run in runs)
+    assert Run(config).inbox.set_aside_events() == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warnings if str(alice.user_id) in m]
+    alices_shard = run_tap({**config, "member_shard": "1/2"}, state=first.state)
+    assert alices_shard.error is None, alices_shard.error
+    assert live(alices_shard, "workout")[alices]["sport_name"] == "rowing"
+
+
+def test_an_event_of_a_member_whose_token_is_new_to_the_store_waits_for_its_profile(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
+    config = members_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    alice = sandbox.members[0]
+    alices = sandbox.records("alice", "workout")[0]["id"]
+    sandbox.edit_record("alice", "workout", alices, {"sport_name": "rowing"})
+    publish(sandbox, config)
+    pasted = copy.deepcopy(config)  # a new refresh token: whose it is, the profile says
+    pasted["users"][0]["refresh_token"] = sandbox.issue_refresh_token("alice")
+
+    unsure = run_tap(pasted, state=first.state)
+
+    assert unsure.error is None, unsure.error
+    assert [[tries, user_id] for _, tries, user_id in owed(unsure)] == [[0, alice.user_id]]
+    assert not [m for m in caplog.messages if "no configured member" in m]
+    sure = run_tap(pasted, state=unsure.state)
+    assert live(sure, "workout")[alices]["sport_name"] == "rowing"
+    assert owed(sure) == []
+
+
+def test_several_notices_for_one_record_cost_one_request_and_are_all_passed_on(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    first = synced(sandbox, config)
+    workout = first.records("workout")[-1]["id"]  # the oldest: no collection read has it
+    for sport in ("rowing", "cycling", "running"):
+        sandbox.edit_record("alice", "workout", workout, {"sport_name": sport})
+    publish(sandbox, config)
+    notices = Run(config).inbox.after(0)
+    assert [(e.type, e.record_id) for e in notices] == [("workout.updated", workout)] * 3
+    sandbox.reset_stats()
+
+    second = run_tap(config, state=first.state)
+
+    assert second.error is None, second.error
+    assert sandbox.stats()["by_path"][f"/v2/activity/workout/{workout}"] == 1
+    assert [r["sport_name"] for r in second.records("workout") if r["id"] == workout] == ["running"]
+    assert second.state is not None
+    assert second.state[WEBHOOKS_KEY]["position"] == max(e.seq for e in notices)
+    assert owed(second) == []

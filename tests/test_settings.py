@@ -258,3 +258,14 @@ def test_settings_are_typed_and_take_the_schemas_defaults_when_left_out() -> Non
     assert given.api_url == "http://127.0.0.1:9/developer"
     with pytest.raises(dataclasses.FrozenInstanceError):
         given.lookback_days = 1  # type: ignore[misc]
+
+
+def test_sample_config_holds_only_declared_settings_and_the_tap_accepts_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`cp sample_config.json tap.json` (README) starts from a config the tap reads as is."""
+    sample = json.loads((Path(__file__).resolve().parents[1] / "sample_config.json").read_text())
+    assert set(sample) <= set(TapWhoop.settings_schema()["properties"])
+    with caplog.at_level("WARNING"):
+        TapWhoop(config=sample)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]

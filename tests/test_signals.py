@@ -124,3 +124,36 @@ def test_ctrl_c_during_a_retrys_backoff_stops_at_once_with_130(
     assert tap.errors()[-1].startswith("tap-whoop: error: stopped by SIGINT")
     assert "Traceback" not in tap.err.read_text()
     assert [m for m in tap.messages() if m["type"] == "STATE"], "a state to resume from"
+
+
+def test_a_signal_while_the_sdk_builds_the_tap_reaches_the_taps_handler_not_the_sdks_exit_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK's constructor installs handlers that exit 0; one arriving then waits for ours."""
+    from singer_sdk.plugin_base import PluginBase
+
+    from tap_whoop import stop
+    from tap_whoop.tap import TapWhoop
+
+    sdk_handled: list[int] = []
+    sdk_install = PluginBase._setup_signal_handlers
+
+    def sdk_install_then_signal(self: PluginBase) -> None:
+        sdk_install(self)
+        monkeypatch.setattr(
+            self, "_handle_termination", lambda signum, _: sdk_handled.append(signum)
+        )
+        signal.signal(signal.SIGTERM, self._handle_termination)
+        signal.raise_signal(signal.SIGTERM)  # held until the tap's own handler is in place
+
+    saved = {signum: signal.getsignal(signum) for signum in stop.SIGNALS}
+    monkeypatch.setattr(PluginBase, "_setup_signal_handlers", sdk_install_then_signal)
+    try:
+        TapWhoop(config={"client_id": "id", "client_secret": "secret", "refresh_token": "r"})
+        assert sdk_handled == []
+        assert stop.STOP.signal == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is stop._handle
+    finally:
+        stop.STOP.reset()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

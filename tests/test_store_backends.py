@@ -678,6 +678,32 @@ def test_webhook_events_are_passed_on_by_the_next_run(
     assert workout["id"] not in [r["id"] for r in third.records("workout")]
 
 
+def test_an_event_of_a_member_removed_from_the_config_is_owed_not_dropped(
+    backend: Backend, start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST, members=("alice", "bob"))
+    config = backend.config(sandbox, tmp_path)
+    del config["refresh_token"]
+    config["users"] = [
+        {"key": key, "refresh_token": sandbox.seed_refresh_token(key)} for key in ("alice", "bob")
+    ]
+    streams = {"profile", "workout"}
+    first = run_tap(config, select=streams)
+    assert first.error is None, first.error
+    bob = sandbox.members[1]
+    inbox = Run(config).inbox
+    inbox.add(
+        Event(bob.user_id, "workout.updated", sandbox.records("bob", "workout")[0]["id"], "b")
+    )
+    [event] = inbox.after(0)
+
+    second = run_tap({**config, "users": config["users"][:1]}, select=streams, state=first.state)
+
+    assert second.error is None, second.error
+    assert second.state is not None
+    assert second.state["whoop_webhooks"]["owed"] == [[event.seq, 1, bob.user_id]]
+
+
 # 9. Consent and revocation
 
 

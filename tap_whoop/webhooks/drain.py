@@ -8,10 +8,10 @@ failed is run again from the last committed state, and passes the same events on
 An `updated` event fetches exactly that record (a recovery through its sleep's cycle) and emits
 it into its collection, for targets to upsert; a `deleted` event emits a deletion record.
 Neither moves a bookmark: only reading the collections does. An event that cannot be passed on
-(a 4xx, an endpoint that keeps failing, an updated record WHOOP answers 404 for) stays owed and
-is tried on later runs, `MAX_EVENT_TRIES` in all, then set aside for an operator
-(`tap-whoop set-aside`); the member is read in full meanwhile. It never stops other
-events or other members.
+(a 4xx, an endpoint that keeps failing, an updated record WHOOP answers 404 for, a member no
+longer in the config) stays owed and is tried on later runs, `MAX_EVENT_TRIES` in all, then set
+aside for an operator (`tap-whoop set-aside`); the member is read in full meanwhile. It never
+stops other events or other members.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_whoop.errors import MemberError
 from tap_whoop.http import RETRIABLE
-from tap_whoop.settings import parse_time
+from tap_whoop.settings import configured_members, parse_time
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from tap_whoop.http import MemberClient
     from tap_whoop.progress import Progress
-    from tap_whoop.run import Member
-    from tap_whoop.stores.inbox import Event
+    from tap_whoop.run import Member, Run
+    from tap_whoop.stores.inbox import Event, Inbox
     from tap_whoop.streams.base import CollectionStream
 
 logger = logging.getLogger("tap-whoop")
@@ -127,6 +127,8 @@ def drain_inbox(
         if event.user_id in unverified
     }
     events = [event for event in [*owed_events, *log] if event.user_id in members]
+    orphans, former = _of_no_configured_member(run, [*owed_events, *log], {*members, *unverified})
+    owed.update(_retry_or_set_aside(inbox, orphans, former, place.owed))
     by_member: dict[int, list[Event]] = defaultdict(list)
     for event in events:
         by_member[event.user_id].append(event)
@@ -164,7 +166,7 @@ def drain_inbox(
     place.position = max([place.position, inbox.horizon(), *(e.seq for e in log)])
     if WEBHOOKS_KEY in notes or place.position or place.owed:
         notes[WEBHOOKS_KEY] = place.to_state()  # (an empty log leaves the state as it came)
-    if events:
+    if events or orphans:
         write_state()  # the records passed on, then the position after them
     if events:
         logger.info(
@@ -176,6 +178,87 @@ def drain_inbox(
             f"; {len(owed)} owed, tried again next run" if owed else "",
         )
     return drained
+
+
+def _of_no_configured_member(
+    run: Run, events: list[Event], ours: set[int]
+) -> tuple[list[Event], dict[int, str]]:
+    """Events of a WHOOP user whom no configured member is, in any shard: a member removed.
+
+    Events of a member another shard syncs are that shard's pipeline's, and this one passes
+    them silently. The token store knows every configured member's user id, once any run read
+    their profile; its whole document is read only when some event is of no member of ours.
+    Also returns the store's key of each such user, to name them.
+    """
+    strangers = [event for event in events if event.user_id not in ours]
+    if not strangers:
+        return [], {}
+    stored = run.token_store.read().get("members", {})
+    keys = {key for key, _ in configured_members(run.config)}
+    user_ids = {
+        key: user_id
+        for key, entry in stored.items()
+        if isinstance(user_id := (entry or {}).get("user_id"), int)
+    }
+    configured = {user_id for key, user_id in user_ids.items() if key in keys}
+    former = {user_id: key for key, user_id in sorted(user_ids.items()) if key not in keys}
+    return [event for event in strangers if event.user_id not in configured], former
+
+
+def _retry_or_set_aside(
+    inbox: Inbox,
+    orphans: list[Event],
+    former: Mapping[int, str],
+    owed_before: Mapping[int, tuple[int, int]],
+) -> dict[int, tuple[int, int]]:
+    """Owe an orphan event one more try, or set it aside after its last; one warning per user.
+
+    The member may be back in `users` by the next run (a config edited by mistake); if not,
+    an operator decides what becomes of what WHOOP sent for them.
+    """
+    owed: dict[int, tuple[int, int]] = {}
+    by_user: dict[int, list[Event]] = defaultdict(list)
+    for event in orphans:
+        by_user[event.user_id].append(event)
+    for user_id, events in sorted(by_user.items()):
+        key = former.get(user_id)
+        who = f"member {key!r} in the token store" if key else "no member in the token store"
+        why = f"no configured member is WHOOP user {user_id} ({who}, not in `users`)"
+        set_aside: list[int] = []
+        most = 0
+        for event in events:
+            tries = owed_before.get(event.seq, (0, user_id))[0] + 1
+            if tries < MAX_EVENT_TRIES:
+                owed[event.seq] = (tries, user_id)
+                most = max(most, tries)
+            else:
+                inbox.set_aside(event, why, tries)
+                set_aside.append(event.seq)
+        if set_aside:
+            seqs = ", ".join(map(str, set_aside[:10])) + (", ..." if len(set_aside) > 10 else "")
+            logger.warning(
+                "webhooks: %d event(s) set aside after %d tries (seq %s): %s; add the member "
+                "back to `users`, then `tap-whoop set-aside --retry SEQ`, or forget them with "
+                "`tap-whoop set-aside --drop SEQ`",
+                len(set_aside),
+                MAX_EVENT_TRIES,
+                seqs,
+                why,
+            )
+        if waiting := len(events) - len(set_aside):
+            logger.warning(
+                "webhooks: %d event(s) owed, try %d of %d: %s; add the member back to `users` "
+                "to pass them on%s; after %d tries they are set aside (`tap-whoop set-aside`)",
+                waiting,
+                most,
+                MAX_EVENT_TRIES,
+                why,
+                f", or if it left for good `tap-whoop revoke --member {key}` ends its deliveries"
+                if key
+                else "",
+                MAX_EVENT_TRIES,
+            )
+    return owed
 
 
 def _reconcile_everyone(progress: Progress, had_a_position: bool) -> None:
