@@ -111,7 +111,7 @@ def sync_cost(profile: WhoopStream, streams: Sequence[WhoopStream]) -> str:
     def requests(days: float) -> int:
         return cost.window(selected, days)
 
-    daily = requests(settings.lookback_days + 1)
+    daily = cost.window(selected, settings.lookback_days + 1, new_days=1)
     if (start_date := settings.start_date) is not None:
         end = clock.now()
         if settings.end_date is not None:

@@ -28,9 +28,17 @@ if t.TYPE_CHECKING:
 YEAR = 365
 
 
-def window(streams: Iterable[WhoopStream], days: float) -> int:
-    """Requests of one member's sync of `streams` over a window of `days`."""
-    return sum(stream.estimated_requests(max(days, 0)) for stream in streams)
+def window(streams: Iterable[WhoopStream], days: float, new_days: float | None = None) -> int:
+    """Requests of one member's sync of `streams` over a window of `days`.
+
+    With `new_days`, an incremental run's: of the window, only `new_days` are new since the
+    last run (a stream that reads only what is new, the sleep signals, counts those).
+    """
+    if new_days is None:
+        return sum(stream.estimated_requests(max(days, 0)) for stream in streams)
+    return sum(
+        stream.estimated_incremental_requests(max(days, 0), max(new_days, 0)) for stream in streams
+    )
 
 
 #: Streams that send one request per record of their parent collection, when enabled.
@@ -42,14 +50,20 @@ def per_record(streams: Iterable[t.Any]) -> list[WhoopStream]:
     return [s for s in streams if isinstance(s, PER_RECORD) and s.enabled]
 
 
-def collection(stream: CollectionStream, per_record: Iterable[WhoopStream], days: float) -> int:
+def collection(
+    stream: CollectionStream,
+    per_record: Iterable[WhoopStream],
+    days: float,
+    new_days: float | None = None,
+) -> int:
     """Requests of one collection over `days`, with those of its per-record children.
 
-    The per-cycle streams under `cycles`, the sleep signals under `sleep`.
+    The per-cycle streams under `cycles`, the sleep signals under `sleep`; `new_days` as for
+    `window`.
     """
     cost = stream.estimated_requests(max(days, 0))
     children = [s for s in per_record if isinstance(stream, s.parent_stream_type or ())]
-    return cost + window(children, days)
+    return cost + window(children, days, new_days)
 
 
 def is_detail(stream: WhoopStream) -> bool:
@@ -61,10 +75,11 @@ def incremental(streams: Iterable[WhoopStream], lookback_days: int) -> tuple[int
     """One member's incremental run: (its windows' requests, the rest's).
 
     The windows are the collections and their per-record streams, over `lookback_days` plus the
-    day since the last run; the rest are the profile, the body measurement and by-id records.
+    day since the last run (that day new); the rest are the profile, the body measurement and
+    by-id records.
     """
     selected = list(streams)
     windowed = [s for s in selected if isinstance(s, (CollectionStream, *PER_RECORD))]
     rest = [s for s in selected if s not in windowed]
     days = lookback_days + 1
-    return window(windowed, days), window(rest, days)
+    return window(windowed, days, new_days=1), window(rest, days)

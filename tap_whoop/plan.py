@@ -66,9 +66,9 @@ def member_plans(tap: TapWhoop) -> list[MemberPlan]:
             partition = stream.partition_of(user_id) if user_id is not None else None
             bookmark = (partition or {}).get("replication_key_value")
             if bookmark:
-                days = (now - parse_time(bookmark)).total_seconds() / 86_400
-                days += stream.lookback.total_seconds() / 86_400
-                plan.new_records += cost.collection(stream, per_cycle, days)
+                new = (now - parse_time(bookmark)).total_seconds() / 86_400
+                days = new + stream.lookback.total_seconds() / 86_400
+                plan.new_records += cost.collection(stream, per_cycle, days, new)
             if not bookmark or (partition or {}).get("backfill_end"):
                 plan.history += cost.collection(
                     stream, per_cycle, _history_days(tap, partition, now)
@@ -144,7 +144,9 @@ def _day(
     collections = [s for s in streams if isinstance(s, CollectionStream)]
     per_cycle = cost.per_record(streams)
     window = hours_between / 24 + tap.run.settings.lookback_days
-    per_run = sum(cost.collection(stream, per_cycle, window) for stream in collections)
+    per_run = sum(
+        cost.collection(stream, per_cycle, window, hours_between / 24) for stream in collections
+    )
     details_count = sum(1 for s in streams if isinstance(s, ProfileStream | BodyMeasurementStream))
     reads_per_day = (
         runs_per_day

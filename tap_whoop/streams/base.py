@@ -424,6 +424,10 @@ class WhoopStream(RESTStream[str | None]):
         """Requests a sync of one member's `days` of data takes: one, for a single object."""
         return 1
 
+    def estimated_incremental_requests(self, days: float, new_days: float) -> int:
+        """Requests of an incremental run whose window is `days`, `new_days` of them new."""
+        return self.estimated_requests(days)
+
     @property
     def requests_per_record(self) -> int:
         """Requests this stream sends per record of its parent (the per-cycle streams: one)."""

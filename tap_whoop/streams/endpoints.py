@@ -395,6 +395,10 @@ class SleepSignalsStream(WhoopStream):
             return 0
         return math.ceil(days * SleepStream.typical_records_per_day) + 1
 
+    def estimated_incremental_requests(self, days: float, new_days: float) -> int:
+        """Only the sleeps new since the last run: the window's others were read before."""
+        return self.estimated_requests(new_days)
+
     def probe_context(
         self, context: Context, found: t.Mapping[str, dict[str, t.Any] | None]
     ) -> Context | str:
