@@ -356,3 +356,28 @@ def test_plan_test_and_the_budget_count_a_request_per_sleep(
 
 def catalog(sandbox: Sandbox, tmp_path: Path) -> dict[str, t.Any]:
     return catalog_selecting(tap_config(sandbox, tmp_path), SELECT)
+
+
+def test_a_sleep_whoop_has_no_signals_for_is_one_warning_and_not_asked_again_unchanged(
+    sandbox: Sandbox, config: dict[str, t.Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    finals = final(sandbox.records("alice", "sleep"))
+    silent = finals[1]
+    sandbox.inject_fault(f"/v2/activity/sleep/{silent['id']}/stream", "404")
+    with caplog.at_level(logging.WARNING):
+        first = run_tap(config, select=SELECT)
+
+    assert first.error is None
+    assert {r["sleep_id"] for r in first.records("sleep_signals")} == {s["id"] for s in finals} - {
+        silent["id"]
+    }
+    lines = [r.getMessage() for r in caplog.records if "no signals" in r.getMessage()]
+    assert lines == [
+        f"sleep_signals: member 'default': WHOOP has no signals for sleep {silent['id']} (HTTP "
+        "404); they are asked for again when the sleep changes"
+    ]
+    sandbox.reset_stats()
+    second = run_tap(config, state=first.state, select=SELECT)
+    assert second.error is None
+    assert silent["id"] in {r["id"] for r in second.records("sleep")}, "re-listed by the window"
+    assert stream_requests(sandbox) == {}
