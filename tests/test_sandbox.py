@@ -693,6 +693,7 @@ def test_ten_years_of_history_serve_exact_pages() -> None:
         ["--members", "alice,,bob"],
         ["--per-minute", "0"],
         ["--history-days", "-3"],
+        ["--signal-interval", "0"],
         ["--bogus"],
     ],
 )
@@ -776,6 +777,7 @@ def test_cli_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> Non
         "default: none (forget on exit)",
         "default: sandbox-client",
         "default: sandbox-secret",
+        "(/stream); default: 30",
         "sandbox-seed-KEY",
         "&member=KEY",
         "tap-whoop auth --config sandbox.json --listen 0",
