@@ -243,20 +243,18 @@ class Session:
         self.dialect = dialect
 
     def execute(
-        self, statement: sa.Executable | Compiled, params: dict[str, t.Any] | None = None
+        self, statement: sa.ClauseElement | Compiled, params: dict[str, t.Any] | None = None
     ) -> t.Any:
         """The DB-API cursor after running `statement` (prepared, given `params`)."""
         if not isinstance(statement, Compiled):
-            statement = compiled(t.cast("sa.ClauseElement", statement), self.dialect)
+            statement = compiled(statement, self.dialect)
         return self.connection.execute(
             str(statement), (statement.params or {}) if params is None else params
         )
 
-    def executemany(self, statement: sa.Executable, rows: list[dict[str, t.Any]]) -> None:
+    def executemany(self, statement: sa.ClauseElement, rows: list[dict[str, t.Any]]) -> None:
         """`statement` once per row, its parameters named by the rows' keys."""
-        query = compiled(
-            t.cast("sa.ClauseElement", statement), self.dialect, column_keys=list(rows[0])
-        )
+        query = compiled(statement, self.dialect, column_keys=list(rows[0]))
         with contextlib.closing(self.connection.cursor()) as cursor:
             cursor.executemany(str(query), rows)
 
@@ -281,12 +279,13 @@ class SqlInbox(abc.ABC):
         self.tables = tables
         self.dialect = dialect
         self._insert = _UPSERT[dialect.name]
+        # compiled once: every delivery the receiver takes runs it
         self._append = compiled(
             self._insert(tables.events).on_conflict_do_nothing(), dialect, column_keys=_APPENDED
         )
 
     @abc.abstractmethod
-    def _read(self, statement: sa.Executable) -> list[tuple[t.Any, ...]]:
+    def _read(self, statement: sa.ClauseElement) -> list[tuple[t.Any, ...]]:
         """The rows `statement` selects."""
 
     @abc.abstractmethod
@@ -494,6 +493,7 @@ class SqliteInbox(SqlInbox):
         super().__init__(inbox_tables("", sa.REAL()), sqlite.dialect(paramstyle="named"))
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self._moved = compiled(sa.select(self.tables.moved_to.c.url).limit(1), self.dialect)
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
 
@@ -569,8 +569,7 @@ class SqliteInbox(SqlInbox):
             return operation(session)
 
     def _refuse_if_moved(self, session: Session) -> None:
-        moved_to = self.tables.moved_to
-        row = session.execute(sa.select(moved_to.c.url).limit(1)).fetchone()
+        row = session.execute(self._moved).fetchone()
         if row is not None:
             raise TokenStoreError(
                 f"cannot write the webhook inbox {self.path}: it was moved to {row[0]} by "
@@ -598,7 +597,7 @@ class SqliteInbox(SqlInbox):
             session.execute(sa.delete(moved_to))
             session.execute(sa.insert(moved_to).values(url=where))
 
-    def _read(self, statement: sa.Executable) -> list[tuple[t.Any, ...]]:
+    def _read(self, statement: sa.ClauseElement) -> list[tuple[t.Any, ...]]:
         with self._lock:
             try:
                 return Session(self._connect(), self.dialect).execute(statement).fetchall()

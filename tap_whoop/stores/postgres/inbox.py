@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
 from tap_whoop.stores.inbox import Session as InboxSession
-from tap_whoop.stores.inbox import SqlInbox, inbox_tables
+from tap_whoop.stores.inbox import SqlInbox, compiled, inbox_tables
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,7 +50,9 @@ class PostgresInbox(SqlInbox):
         self.database = database
         self.path = database.where
         log = sa.func.current_schema() + f".{self.tables.events.name}"
-        self._log_lock = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(log, 0)))
+        self._log_lock = compiled(
+            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(log, 0))), self.dialect
+        )
 
     def _write(self, operation: Callable[[InboxSession], T], *, appending: bool = False) -> T:
         def in_transaction(connection: Connection) -> T:
@@ -62,7 +64,7 @@ class PostgresInbox(SqlInbox):
 
         return self.database.run("write the webhook inbox", in_transaction)
 
-    def _read(self, statement: sa.Executable) -> list[tuple[t.Any, ...]]:
+    def _read(self, statement: sa.ClauseElement) -> list[tuple[t.Any, ...]]:
         return self.database.run(
             "read the webhook inbox",
             lambda connection: InboxSession(connection, self.dialect).execute(statement).fetchall(),
