@@ -37,6 +37,11 @@ class EpochSeconds(TypeDecorator[float]):
         return sa.cast(sa.extract("epoch", column), postgresql.DOUBLE_PRECISION)
 
 
+#: The inbox's tables as the migrations made them (`database.MIGRATIONS`).
+TABLES = inbox_tables("tap_whoop_", EpochSeconds())
+DIALECT = postgresql.psycopg.dialect()
+
+
 class PostgresInbox(SqlInbox):
     """The webhook inbox and record ledger in PostgreSQL, with `SqliteInbox`'s semantics.
 
@@ -46,7 +51,7 @@ class PostgresInbox(SqlInbox):
     """
 
     def __init__(self, database: Database) -> None:
-        super().__init__(inbox_tables("tap_whoop_", EpochSeconds()), postgresql.psycopg.dialect())
+        super().__init__(TABLES, DIALECT)
         self.database = database
         self.path = database.where
         log = sa.func.current_schema() + f".{self.tables.events.name}"
