@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from psycopg import sql
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from tap_whoop.errors import TapWhoopError
+from tap_whoop.stores.inbox import Session
 from tap_whoop.stores.tokens import descends
 
 if t.TYPE_CHECKING:
@@ -19,6 +21,7 @@ if t.TYPE_CHECKING:
     from tap_whoop.stores.inbox import Contents, SqliteInbox
 
 from tap_whoop.stores.postgres.database import Connection, Database
+from tap_whoop.stores.postgres.inbox import DIALECT, TABLES
 from tap_whoop.stores.postgres.tokens import PostgresTokenStore
 
 logger = logging.getLogger("tap-whoop.store")
@@ -121,39 +124,23 @@ def _nothing() -> Iterator[None]:
 
 
 def _copy_inbox(connection: Connection, contents: Contents) -> tuple[int, int]:
-    """Insert the events (known trace ids and pending records skipped) and the ledger rows."""
+    """Insert the events (known trace ids skipped) and the ledger rows, as `PostgresInbox` does."""
+    session = Session(connection, DIALECT)
 
-    def count(table: str) -> int:
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-        return int(t.cast("tuple[int]", connection.execute(query).fetchone())[0])
+    def count(table: sa.Table) -> int:
+        return int(session.execute(sa.select(sa.func.count()).select_from(table)).fetchone()[0])
 
-    events_before, ledger_before = count("tap_whoop_events"), count("tap_whoop_ledger")
-    with connection.cursor() as cursor:
-        for event in contents.events:
-            cursor.execute(
-                "INSERT INTO tap_whoop_events "
-                "(user_id, type, record_id, trace_id, received_at, done_at) "
-                "VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s)) "
-                "ON CONFLICT DO NOTHING",
-                (
-                    event.user_id,
-                    event.type,
-                    event.record_id,
-                    event.trace_id,
-                    event.received_at,
-                    event.done_at,
-                ),
-            )
-        values = [
-            (user_id, stream, row.record_id, row.key, row.sleep_id, row.cycle_id)
-            for (user_id, stream), rows in contents.ledger.items()
-            for row in rows
-        ]
-        if values:
-            cursor.executemany(
-                "INSERT INTO tap_whoop_ledger "
-                "(user_id, stream, record_id, key, sleep_id, cycle_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                values,
-            )
-    return count("tap_whoop_events") - events_before, count("tap_whoop_ledger") - ledger_before
+    events_before, ledger_before = count(TABLES.events), count(TABLES.ledger)
+    if contents.events:
+        session.executemany(
+            postgresql.insert(TABLES.events).on_conflict_do_nothing(),
+            [asdict(event) for event in contents.events],
+        )
+    rows = [
+        {"user_id": user_id, "stream": stream, **asdict(row)}
+        for (user_id, stream), rows in contents.ledger.items()
+        for row in rows
+    ]
+    if rows:
+        session.executemany(postgresql.insert(TABLES.ledger).on_conflict_do_nothing(), rows)
+    return count(TABLES.events) - events_before, count(TABLES.ledger) - ledger_before
