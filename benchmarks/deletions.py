@@ -28,7 +28,8 @@ from pathlib import Path
 
 import _common as c
 
-from tap_whoop.stores.inbox import Event, SqliteInbox
+from tap_whoop.stores.inbox import Event
+from tap_whoop.stores.sql_inbox import SqliteInbox
 
 HISTORY_DAYS = 30
 

@@ -46,7 +46,6 @@ from tap_whoop.settings import (
     validated,
 )
 from tap_whoop.stores.backends import PostgresStores
-from tap_whoop.stores.inbox import SqliteInbox
 from tap_whoop.tap import CONFIG_FILES, TapWhoop
 
 
@@ -455,6 +454,7 @@ def copy_store(
     store_url everywhere.
     """
     from tap_whoop.stores.postgres import Database, copy_file_store
+    from tap_whoop.stores.sql_inbox import SqliteInbox
 
     run = _run(ctx, configs)
     url = target or run.settings.store_url

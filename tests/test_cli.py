@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import subprocess
+import sys
 import threading
 import typing as t
 
@@ -288,3 +289,23 @@ def test_a_failure_prints_its_one_line_alone(
         "tap-whoop: error: WHOOP rejected client_id/client_secret (invalid_client); copy them "
         "again from the WHOOP developer dashboard"
     ]
+
+
+@pytest.mark.parametrize("command", [["--about"], ["--discover"], ["--version"]])
+def test_commands_that_open_no_inbox_do_not_load_a_database_library(
+    command: list[str], tmp_path: Path
+) -> None:
+    """SQLAlchemy and psycopg take a quarter of a second to load: only a run that uses them does."""
+    config = write_json(
+        tmp_path / "config.json", {"client_id": "a", "client_secret": "b", "refresh_token": "c"}
+    )
+    probe = (
+        "import sys\nfrom tap_whoop.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'sqlalchemy', 'psycopg'} & set(sys.modules)), file=sys.stderr)"
+    )
+    argv = [*command, "--config", str(config)] if command != ["--version"] else command
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=cli_env()
+    )
+    assert done.stderr.strip().splitlines()[-1] == "[]"

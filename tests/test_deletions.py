@@ -17,7 +17,8 @@ import pytest
 from conftest import COLLECTIONS, PAST, run_tap, tap_config
 from jsonschema import Draft7Validator
 
-from tap_whoop.stores.inbox import Event, LedgerRow, SqliteInbox
+from tap_whoop.stores.inbox import Event, LedgerRow
+from tap_whoop.stores.sql_inbox import SqliteInbox
 from tap_whoop.tap import TapWhoop
 from tap_whoop.webhooks.drain import WEBHOOKS_KEY
 

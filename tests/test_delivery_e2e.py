@@ -14,7 +14,8 @@ import typing as t
 
 import pytest
 
-from tap_whoop.stores.inbox import Event, SqliteInbox
+from tap_whoop.stores.inbox import Event
+from tap_whoop.stores.sql_inbox import SqliteInbox
 from tests import test_deletions_e2e, test_pipelines
 from tests.test_deletions_e2e import MEMBER, key_text
 from tests.test_pipelines import ROOT, MeltanoProject, Postgres, log_tail, reader_for

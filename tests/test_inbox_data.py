@@ -12,8 +12,9 @@ import typing as t
 
 import pytest
 
-from tap_whoop.stores.inbox import Event, LedgerRow, SqliteInbox
+from tap_whoop.stores.inbox import Event, LedgerRow
 from tap_whoop.stores.postgres import Database, PostgresInbox
+from tap_whoop.stores.sql_inbox import SqliteInbox
 from tests.test_store_support import postgres_server, query, store_url
 
 if t.TYPE_CHECKING:

@@ -16,7 +16,8 @@ import pytest
 
 from tap_whoop.errors import TokenStoreError
 from tap_whoop.run import Run
-from tap_whoop.stores.inbox import Event, SqliteInbox
+from tap_whoop.stores.inbox import Event
+from tap_whoop.stores.sql_inbox import SqliteInbox
 from tap_whoop.webhooks.drain import WEBHOOKS_KEY
 from tests.auth_support import (
     catalog_file,

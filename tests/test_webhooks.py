@@ -31,7 +31,8 @@ import requests
 from tap_whoop.errors import TokenStoreError
 from tap_whoop.run import Run
 from tap_whoop.stores.file import TokenStore
-from tap_whoop.stores.inbox import EVENT_TYPES, SqliteInbox
+from tap_whoop.stores.inbox import EVENT_TYPES
+from tap_whoop.stores.sql_inbox import SqliteInbox
 from tap_whoop.webhooks.receiver import (
     HEALTH_PATH,
     MAX_BODY_BYTES,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from tap_whoop.errors import ConfigError
 from tap_whoop.stores.file import TokenStore, default_token_store_path
-from tap_whoop.stores.inbox import Inbox, SqliteInbox
 
 if t.TYPE_CHECKING:
+    from tap_whoop.stores.inbox import Inbox
     from tap_whoop.stores.postgres import Database, PostgresWindow
     from tap_whoop.stores.tokens import TokenStorage
 
@@ -74,6 +74,8 @@ class FileStores:
 
     def inbox(self, *, timeout: float | None = None) -> Inbox:
         """The inbox file, made (with its directory) on first write."""
+        from tap_whoop.stores.sql_inbox import SqliteInbox
+
         path = self.token_store.beside(self.inbox_path.name)
         return SqliteInbox(path) if timeout is None else SqliteInbox(path, busy_timeout=timeout)
 

@@ -11,14 +11,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from tap_whoop.errors import TapWhoopError
-from tap_whoop.stores.inbox import Session
+from tap_whoop.stores.sql_inbox import Session
 from tap_whoop.stores.tokens import descends
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tap_whoop.stores.file import TokenStore
-    from tap_whoop.stores.inbox import Contents, SqliteInbox
+    from tap_whoop.stores.inbox import Contents
+    from tap_whoop.stores.sql_inbox import SqliteInbox
 
 from tap_whoop.stores.postgres.database import Connection, Database
 from tap_whoop.stores.postgres.inbox import DIALECT, TABLES

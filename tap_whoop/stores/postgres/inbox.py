@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
-from tap_whoop.stores.inbox import Session as InboxSession
-from tap_whoop.stores.inbox import SqlInbox, compiled, inbox_tables
+from tap_whoop.stores.sql_inbox import Session as InboxSession
+from tap_whoop.stores.sql_inbox import SqlInbox, compiled, inbox_tables
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
