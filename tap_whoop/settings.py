@@ -356,6 +356,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = _never_null(
     "webhook_host",
     "webhook_port",
 )
+#: The tap's own settings, in order (the SDK adds its built-in ones to `CONFIG_SCHEMA` in place).
+SETTING_NAMES = tuple(CONFIG_SCHEMA["properties"])
 
 
 def secret_setting_errors(config: t.Mapping[str, t.Any]) -> list[str]:

@@ -95,12 +95,8 @@ def whoop() -> Iterator[Sandbox]:
         members=(MEMBER,), history_days=HISTORY_DAYS, now=NOW, per_minute=None, per_day=None
     )
     sandbox.configure_webhooks(retry_delays=RETRY_DELAYS)
-    server = SandboxServer(sandbox).start()
-    sandbox.server = server  # type: ignore[attr-defined]
-    try:
+    with test_pipelines.served(sandbox):
         yield sandbox
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import yaml
 
+from tap_whoop.settings import SETTING_NAMES
 from tap_whoop.tap import TapWhoop
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 TAP_WHOOP = Path(sys.executable).parent / "tap-whoop"
 #: The tap's own settings; `--about` adds the SDK's (stream maps, flattening, batch).
-OWN_SETTINGS = set(TapWhoop.config_jsonschema["properties"])
+OWN_SETTINGS = set(SETTING_NAMES)
 
 
 def about(output_format: str) -> str:

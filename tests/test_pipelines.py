@@ -11,6 +11,7 @@ scripts/postgres.sh sets up). Without them these tests fail; they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -32,7 +33,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from whoop_sandbox import Sandbox
+from whoop_sandbox import Sandbox, SandboxServer
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -406,6 +407,17 @@ def project(
 
 
 Reader = t.Callable[[str], list[dict[str, t.Any]]]
+
+
+@contextlib.contextmanager
+def served(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """`sandbox` answering on a loopback port for the block (its server as `sandbox.server`)."""
+    server = SandboxServer(sandbox).start()
+    sandbox.server = server  # type: ignore[attr-defined]
+    try:
+        yield sandbox
+    finally:
+        server.stop()
 
 
 def reader_for(

@@ -62,12 +62,8 @@ def whoop() -> Iterator[Sandbox]:
         per_minute=None,
         per_day=None,
     )
-    server = SandboxServer(sandbox).start()
-    sandbox.server = server  # type: ignore[attr-defined]
-    try:
+    with test_pipelines.served(sandbox):
         yield sandbox
-    finally:
-        server.stop()
 
 
 def test_the_shard_recipe_of_docs_operations_runs_as_printed_in_one_project_folder(
