@@ -15,12 +15,14 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
+import subprocess
 import time
 import typing as t
 import uuid
 from pathlib import Path
 
 import pytest
+from auth_support import TAP_WHOOP, cli_env, write_json
 from conftest import PAST, members_config, run_tap, tap_config
 
 from tap_whoop.run import Run
@@ -471,6 +473,36 @@ def test_a_full_refresh_without_its_ledger_says_what_it_cannot_find_and_how_to_r
     caplog.clear()
     assert run_tap(config).error is None  # rebuilt: the next full refresh compares, silently
     assert not [r for r in caplog.records if "ledger" in r.getMessage()]
+
+
+def test_a_damaged_inbox_file_is_one_line_saying_how_to_start_over(
+    start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(now=PAST)
+    config = tap_config(sandbox, tmp_path)
+    synced(sandbox, config)
+    inbox = Run(config).file_stores.inbox_path
+    for file in inbox.parent.glob(inbox.name + "*"):
+        file.unlink()
+    inbox.write_bytes(b"not a database, whatever a disk did to it " * 200)
+    config_file = write_json(tmp_path / "config.json", config)
+
+    damaged = subprocess.run(
+        [*TAP_WHOOP, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+
+    assert damaged.returncode != 0
+    assert "Traceback" not in damaged.stderr
+    [line] = [line for line in damaged.stderr.splitlines() if "is damaged" in line]
+    assert str(inbox) in line
+    assert "move it aside and run again" in line
+    assert "full refresh" in line
+    inbox.rename(inbox.with_suffix(".damaged"))
+    assert run_tap(config).error is None  # moved aside, as the line says: the runs go on
 
 
 @pytest.mark.parametrize("fault", ["403", "gateway_403"])  # WHOOP's JSON 403, a proxy's HTML

@@ -389,11 +389,27 @@ class SqliteInbox(SqlInbox):
             try:
                 self._connection = opening()
             except sqlite3.Error as exc:
-                raise TokenStoreError(
-                    f"cannot open the webhook inbox {self.path}: {exc}; check that its "
-                    "directory is writable and not full (set token_store_path elsewhere)"
-                ) from None
+                raise self._error("open", exc) from None
         return self._connection
+
+    def _error(self, what: str, exc: sqlite3.Error) -> TokenStoreError:
+        """One line: what failed, and what to do; a damaged file says how to start over."""
+        if isinstance(exc, sqlite3.DatabaseError) and any(
+            sign in str(exc) for sign in ("not a database", "malformed")
+        ):
+            return TokenStoreError(
+                f"the webhook inbox {self.path} is damaged ({exc}): move it aside and run again "
+                "(a new one is made). Events not yet passed on are lost, and runs find the "
+                "changes WHOOP made meanwhile by reading the members' collections; the ledger of "
+                "emitted records is rebuilt as runs emit records, and only a full refresh "
+                "(`meltano run --full-refresh …`) finds deletions outside the incremental window"
+            )
+        if what == "open":
+            return TokenStoreError(
+                f"cannot open the webhook inbox {self.path}: {exc}; check that its "
+                "directory is writable and not full (set token_store_path elsewhere)"
+            )
+        return TokenStoreError(f"cannot {what} the webhook inbox {self.path}: {exc}")
 
     def _open(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -435,9 +451,7 @@ class SqliteInbox(SqlInbox):
                         self._refuse_if_moved(session)
                     yield session
             except sqlite3.Error as exc:
-                raise TokenStoreError(
-                    f"cannot {what} the webhook inbox {self.path}: {exc}"
-                ) from None
+                raise self._error(what, exc) from None
 
     def _write(self, operation: Callable[[Session], T], *, appending: bool = False) -> T:
         """`operation` in an immediate transaction: it holds the file's one writer lock."""
@@ -478,7 +492,7 @@ class SqliteInbox(SqlInbox):
             try:
                 return Session(self._connect(), self.dialect).execute(statement).fetchall()
             except sqlite3.Error as exc:
-                raise TokenStoreError(f"cannot read the webhook inbox {self.path}: {exc}") from None
+                raise self._error("read", exc) from None
 
     def close(self) -> None:
         """Close the connection (a later call opens it again)."""
