@@ -298,7 +298,17 @@ class SqlInbox(abc.ABC):
 
     def remember(self, user_id: int, stream: str, rows: Iterable[LedgerRow]) -> None:
         """Note records the tap emitted (a record seen again is updated)."""
-        values = [{"user_id": user_id, "stream": stream, **dataclasses.asdict(row)} for row in rows]
+        values = [  # not dataclasses.asdict: it deep-copies, and a 5-year sync has 7,000 rows
+            {
+                "user_id": user_id,
+                "stream": stream,
+                "record_id": row.record_id,
+                "key": row.key,
+                "sleep_id": row.sleep_id,
+                "cycle_id": row.cycle_id,
+            }
+            for row in rows
+        ]
         if not values:
             return
         noted = self._insert(self.tables.ledger)
