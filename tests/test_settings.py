@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CLIENT_ID, CLIENT_SECRET, catalog_selecting
 
+from tap_whoop.errors import ConfigError
 from tap_whoop.settings import CONFIG_SCHEMA, Settings
 from tap_whoop.tap import TapWhoop
 
@@ -260,12 +261,16 @@ def test_settings_are_typed_and_take_the_schemas_defaults_when_left_out() -> Non
         given.lookback_days = 1  # type: ignore[misc]
 
 
-def test_sample_config_holds_only_declared_settings_and_the_tap_accepts_it(
+def test_sample_config_holds_only_declared_settings_and_no_credential(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """`cp sample_config.json tap.json` (README) starts from a config the tap reads as is."""
+    """`cp sample_config.json tap.json` (README): empty credentials, named until filled in."""
     sample = json.loads((Path(__file__).resolve().parents[1] / "sample_config.json").read_text())
     assert set(sample) <= set(TapWhoop.settings_schema()["properties"])
-    with caplog.at_level("WARNING"):
+    secrets_in_it = ("client_id", "client_secret", "refresh_token")
+    assert all(sample[name] == "" for name in secrets_in_it)
+    with pytest.raises(ConfigError, match=r"^client_id is missing"):
         TapWhoop(config=sample)
+    with caplog.at_level("WARNING"):
+        TapWhoop(config=sample | {name: f"my-{name}" for name in secrets_in_it})
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
