@@ -46,8 +46,6 @@ class ProfileStream(WhoopStream):
 
     def __init__(self, tap: Tap, run: Run, progress: Progress) -> None:
         super().__init__(tap, run, progress)
-        #: Members whose profile was not re-read this run: only their user id was yielded.
-        self._unread: set[int] = set()
         self._stored_user_ids: dict[str, int] | None = None
 
     @property
@@ -66,11 +64,12 @@ class ProfileStream(WhoopStream):
         return [{"member": key} for key in keys]
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """The member's profile, when due; else only their user id, for the other streams.
+        """The member's profile, when due; the member's other streams run either way.
 
-        A profile is re-read once per `profile_interval_hours`. A member whose incremental
-        sync the run's budget cannot hold is left for the next run (`Progress.deferred`).
-        Nothing when every member rests (the SDK's one empty context).
+        A profile is re-read once per `profile_interval_hours`; between reads no profile record
+        is written, and the other streams start from the user id the store holds. A member
+        whose incremental sync the run's budget cannot hold is left for the next run
+        (`Progress.deferred`). Nothing when every member rests (the SDK's one empty context).
         """
         if not context:
             return
@@ -85,8 +84,7 @@ class ProfileStream(WhoopStream):
             self.progress.deferred[member.key] = limit
             return
         if user_id is not None and not due:
-            self._unread.add(user_id)
-            yield {"user_id": user_id}
+            self.sync_member_streams(self.get_child_context({"user_id": user_id}, context))
             return
         for record in super().get_records(context):
             if problem := self.run.members.identity_problem(member.key, record["user_id"]):
@@ -97,11 +95,11 @@ class ProfileStream(WhoopStream):
             state["read_at"] = now_iso()
         self.progress.details_read.add(member.key)
 
-    def _write_record_message(self, record: dict[str, t.Any]) -> None:
-        """A profile that was not re-read (only its user id) is not written."""
-        if record.get("user_id") in self._unread:
-            return
-        super()._write_record_message(record)
+    def sync_member_streams(self, child_context: dict[str, t.Any]) -> None:
+        """Sync the member's other streams without a profile record, as the SDK does after one."""
+        for child in self.child_streams:
+            if child.selected or child.has_selected_descendents:
+                child.sync(context=child_context)
 
     def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> dict:
         """Hand the member's WHOOP user id to every other stream."""
