@@ -6,23 +6,20 @@ import copy
 import datetime
 import json
 import logging
-import math
 import sys
-import time
 import typing as t
 from functools import cached_property
 
 import click
 from singer_sdk import Tap
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, MappingError
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
-from singer_sdk.singerlib import StateMessage
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_whoop import clock, cost, stop
 from tap_whoop.check import check_credentials
 from tap_whoop.errors import ConfigError, Invocation, QuotaExhaustedError
+from tap_whoop.output import PacedStateWriter, SingerOutput
 from tap_whoop.progress import Progress
 from tap_whoop.run import DELETIONS_KEY, Run
 from tap_whoop.settings import (
@@ -53,7 +50,6 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("tap-whoop")
 
-STATE_INTERVAL_SECONDS = 5.0
 """Seconds between STATE messages during a run; the last state is always written."""
 
 #: Where the `tap-whoop` command leaves, for `invoke`, what its options said.
@@ -82,8 +78,8 @@ class TapWhoop(Tap):
         PluginCapabilities.FLATTENING,
         PluginCapabilities.STRUCTURED_LOGGING,
     ]
-    #: msgspec serializes records about twice as fast as the standard library.
-    message_writer_class = MsgSpecWriter
+    #: msgspec's writer, without repeated SCHEMAs, deep copies of STATE, or a flush per record.
+    message_writer_class = SingerOutput
     config_jsonschema = CONFIG_SCHEMA
 
     def __init__(
@@ -114,7 +110,7 @@ class TapWhoop(Tap):
     @cached_property
     def paced_state_writer(self) -> PacedStateWriter:
         """The run's STATE messages, at most one per `STATE_INTERVAL_SECONDS`."""
-        return PacedStateWriter(self.message_writer)
+        return PacedStateWriter(t.cast(SingerOutput, self.message_writer))
 
     @property
     def state_writer(self) -> PacedStateWriter:  # type: ignore[override]
@@ -499,41 +495,6 @@ def _limits(limits: set[str], settings: Settings) -> str:
     if "signal" in limits:
         said.append("a signal asked the run to stop")
     return " and ".join(said) or "the run's budget was spent"
-
-
-class PacedStateWriter:
-    """Writes the tap's STATE at most every few seconds, and the latest one on `flush`.
-
-    A later STATE supersedes an earlier one, so skipping some loses nothing; the one held back
-    is the live state, written whole when the interval has passed or the run ends.
-    """
-
-    def __init__(self, message_writer: t.Any, interval: float = STATE_INTERVAL_SECONDS) -> None:
-        self._message_writer = message_writer
-        self._interval = interval
-        self._written_at = -math.inf
-        self._last: dict[str, t.Any] | None = None
-        self._pending: dict[str, t.Any] | None = None
-
-    def write_state(self, state: dict[str, t.Any]) -> None:
-        """Write `state` if the interval has passed; else hold it for the next write."""
-        if time.monotonic() - self._written_at < self._interval:
-            self._pending = state
-            return
-        self.write_now(state)
-
-    def write_now(self, state: dict[str, t.Any]) -> None:
-        """Write `state` now, unless it is the last one written."""
-        self._pending = None
-        self._written_at = time.monotonic()
-        if state != self._last:
-            self._message_writer.write_message(StateMessage(value=state))
-            self._last = copy.deepcopy(state)
-
-    def flush(self) -> None:
-        """Write the state held back, if any."""
-        if self._pending is not None:
-            self.write_now(self._pending)
 
 
 def read_json_file(file: t.IO[str] | None, option: str) -> dict[str, t.Any] | None:
