@@ -15,6 +15,7 @@ import decimal
 import errno
 import logging
 import math
+import os
 import random
 import sqlite3
 import threading
@@ -494,6 +495,22 @@ class MemberBearer(APIAuthenticatorBase):
         return request
 
 
+def with_environment_proxies(session: requests.Session, url: str) -> requests.Session:
+    """`session` with the environment's proxy and CA bundle for `url` read once.
+
+    requests scans the whole environment for proxy variables before every send; a run talks
+    to one host for hours. HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY count as requests
+    counts them, and REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) as its `Session.request` does.
+    """
+    if session.trust_env:
+        session.proxies.update(requests.utils.get_environ_proxies(url))
+        if session.verify is True:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            session.verify = bundle or True
+        session.trust_env = False
+    return session
+
+
 class MemberClient:
     """WHOOP calls as one member outside a stream, under the streams' policy.
 
@@ -515,7 +532,7 @@ class MemberClient:
         self.max_attempts = max_attempts
         self.bearer = MemberBearer()
         self.bearer.use(auth)
-        self.session = with_deadlines(requests.Session())
+        self.session = with_environment_proxies(with_deadlines(requests.Session()), self.api_url)
 
     def get(self, path: str, scope: str, params: dict[str, t.Any] | None = None) -> t.Any:
         """The JSON WHOOP answers to GET `path`."""

@@ -31,6 +31,7 @@ from tap_whoop.http import (
     json_body,
     log_retry,
     wait_generator,
+    with_environment_proxies,
 )
 from tap_whoop.settings import Settings, parse_time
 from tap_whoop.stop import STOP
@@ -219,8 +220,8 @@ class WhoopStream(RESTStream[str | None]):
 
     @property
     def requests_session(self) -> requests.Session:
-        """A session whose attempts each have a total deadline (`DeadlineAdapter`)."""
-        return with_deadlines(super().requests_session)
+        """A session with a deadline per attempt, and the environment's proxy read once."""
+        return with_environment_proxies(with_deadlines(super().requests_session), self.url_base)
 
     def build_prepared_request(self, *args: t.Any, **kwargs: t.Any) -> requests.PreparedRequest:
         """The request without its bearer token, which each attempt gets after pacing.

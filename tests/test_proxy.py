@@ -1,0 +1,114 @@
+"""A proxy in the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) carries the tap's WHOOP
+requests, as requests honours those variables; the tap only reads them once per run."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import typing as t
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import run_tap, tap_config
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from whoop_sandbox import Sandbox
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "host"}
+
+
+class ForwardProxy(ThreadingHTTPServer):
+    """A plain HTTP forward proxy on loopback that counts the requests it carried, by path."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Relay)
+        self.carried: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Relay(BaseHTTPRequestHandler):
+    server: ForwardProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: t.Any) -> None:
+        pass
+
+    def _relay(self) -> None:
+        target = urlsplit(self.path)  # a proxy is sent the absolute URL
+        self.server.carried.append(target.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
+        try:
+            path = target.path + (f"?{target.query}" if target.query else "")
+            connection.request(self.command, path, body=body or None, headers=headers)
+            answer = connection.getresponse()
+            data = answer.read()
+        finally:
+            connection.close()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in HOP_BY_HOP | {"content-length"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = _relay
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    server = ForwardProxy()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_every_whoop_request_goes_through_the_proxy_the_environment_names(
+    sandbox: Sandbox, tmp_path: Path, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    sandbox.reset_stats()
+
+    result = run_tap(tap_config(sandbox, tmp_path))
+
+    assert result.error is None
+    assert result.records("cycles")
+    api = [path for path in proxy.carried if "/v2/" in path]
+    assert len(api) == sum(sandbox.stats()["by_path"].values()), "every API request"
+    assert {path.rsplit("/v2/", 1)[1] for path in api} >= {"user/profile/basic", "cycle"}
+    assert any(path.endswith("/token") for path in proxy.carried), "the token refresh too"
+
+
+def test_no_proxy_keeps_the_tap_off_the_proxy(
+    sandbox: Sandbox, tmp_path: Path, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    result = run_tap(tap_config(sandbox, tmp_path))
+
+    assert result.error is None
+    assert result.records("cycles")
+    assert proxy.carried == []
