@@ -14,6 +14,8 @@ if t.TYPE_CHECKING:
     from singer_sdk.singerlib.encoding.simple import Message
 
 STATE_INTERVAL_SECONDS = 5.0
+HOLD_BYTES = 256 * 1024
+"""Records held at most before they are written, between two SCHEMA or STATE messages."""
 
 
 class SingerOutput(MsgSpecWriter):
@@ -23,14 +25,17 @@ class SingerOutput(MsgSpecWriter):
       streams per member. A SCHEMA identical to the last one of its stream is not sent again.
     - A STATE is serialized from its value, not through `dataclasses.asdict`, which deep-copies
       every member's bookmarks first.
-    - stdout is flushed after each SCHEMA and STATE, not after each RECORD: a target still
-      receives every record before the STATE that covers it, and the records after the last
-      STATE count for nothing until a later one.
+    - Records are held and written in one go with the next SCHEMA or STATE (or every
+      `HOLD_BYTES`, and when the run ends), not one write each: a target still receives every
+      record before the STATE that covers it, and the records after the last STATE count for
+      nothing until a later one. The hold is the tap's own, so PYTHONUNBUFFERED (set in many
+      container images) does not turn it back into a write per record.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._schemas: dict[str, SchemaMessage] = {}
+        self._held = bytearray()
 
     def serialize_message(self, message: Message) -> bytearray:
         """One line of JSON; a STATE straight from its value."""
@@ -46,12 +51,21 @@ class SingerOutput(MsgSpecWriter):
             self._schemas[message.stream] = message
         self.write_line(self.format_message(message), flush=not isinstance(message, RecordMessage))
 
-    @staticmethod
-    def write_line(line: bytes | bytearray, flush: bool = True) -> None:
-        """Write one serialized message to stdout."""
-        sys.stdout.buffer.write(line)
-        if flush:
-            sys.stdout.flush()
+    def write_line(self, line: bytes | bytearray, flush: bool = True) -> None:
+        """Write one serialized message: now when `flush`, else with the next one that is."""
+        self._held += line
+        if flush or len(self._held) >= HOLD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the held messages to stdout, and flush it."""
+        held, self._held = self._held, bytearray()
+        out = sys.stdout.buffer
+        view = memoryview(held)
+        while view:  # an unbuffered stdout (PYTHONUNBUFFERED) may take part of it
+            written = out.write(view)
+            view = view[written if written is not None else 0 :]
+        sys.stdout.flush()
 
 
 class PacedStateWriter:
@@ -69,9 +83,14 @@ class PacedStateWriter:
         self._pending: dict[str, t.Any] | None = None
 
     def write_state(self, state: dict[str, t.Any]) -> None:
-        """Write `state` if the interval has passed; else hold it for the next write."""
+        """Write `state` if the interval has passed; else hold it for the next write.
+
+        The records before it are written either way: the SDK asks for a STATE where a stream's
+        partition ends, and whoever reads the output then expects that partition's records.
+        """
         if time.monotonic() - self._written_at < self._interval:
             self._pending = state
+            self._output.flush()
             return
         self.write_now(state)
 
@@ -85,6 +104,7 @@ class PacedStateWriter:
             self._last = line
 
     def flush(self) -> None:
-        """Write the state held back, if any."""
+        """Write the state held back, if any, and every message still held."""
         if self._pending is not None:
             self.write_now(self._pending)
+        self._output.flush()

@@ -83,17 +83,37 @@ def test_a_state_line_is_byte_for_byte_what_the_sdks_writer_writes() -> None:
     assert json.loads(ours) == {"type": "STATE", "value": STATE}
 
 
-def test_records_are_flushed_with_the_state_that_covers_them_not_one_by_one() -> None:
+def test_records_are_written_with_the_state_that_covers_them_not_one_by_one() -> None:
     output, stdout = SingerOutput(), Stdout()
     with contextlib.redirect_stdout(stdout):
         for index in range(3):
             output.write_message(RecordMessage("cycles", {"id": index}))
-        records_only = stdout.flushes
+        records_only = (stdout.flushes, stdout.lines())
         PacedStateWriter(output).write_now(STATE)
         with_state = stdout.flushes
-    assert records_only == 0
+    assert records_only == (0, [])
     assert with_state == 1
     assert [m["type"] for m in stdout.lines()] == ["RECORD"] * 3 + ["STATE"]
+
+
+def test_records_after_the_last_state_are_written_when_the_run_ends() -> None:
+    output, stdout = SingerOutput(), Stdout()
+    writer = PacedStateWriter(output)
+    with contextlib.redirect_stdout(stdout):
+        writer.write_now(STATE)
+        output.write_message(RecordMessage("cycles", {"id": 1}))  # no newer state to cover it
+        writer.flush()
+    assert [m["type"] for m in stdout.lines()] == ["STATE", "RECORD"]
+
+
+def test_a_long_stretch_of_records_is_written_in_bounded_pieces() -> None:
+    output, stdout = SingerOutput(), Stdout()
+    big = {"id": 1, "stream": ["x" * 1000] * 100}  # about 100 kB, like a night of signals
+    with contextlib.redirect_stdout(stdout):
+        for _ in range(10):
+            output.write_message(RecordMessage("sleep_signals", big))
+        written = len(stdout.lines())
+    assert 0 < written < 10
 
 
 def test_an_unchanged_state_is_not_written_twice_and_a_changed_one_is() -> None:

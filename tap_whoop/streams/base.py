@@ -16,6 +16,7 @@ import pendulum
 import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.jsonpath import extract_jsonpath
 from singer_sdk.pagination import BaseAPIPaginator
 
@@ -177,6 +178,10 @@ class WhoopStream(RESTStream[str | None]):
 
     records_jsonpath = "$"
     scope: str = ""
+    #: WHOOP's nested objects (`score`, its stage and zone summaries) pass through as sent: they
+    #: are JSON already, and the SDK's walk through each of them was a fifth of a sync's CPU. A
+    #: field WHOOP adds inside one is kept rather than dropped.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
     #: 404 means "nothing here yet" (per-cycle endpoints) rather than an error.
     missing_is_empty = False
     backoff_base_seconds = BACKOFF_BASE_SECONDS

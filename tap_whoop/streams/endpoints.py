@@ -10,8 +10,6 @@ import datetime
 import math
 import typing as t
 
-from singer_sdk.helpers.conform import TypeConformanceLevel
-
 from tap_whoop import clock
 from tap_whoop.errors import MemberError
 from tap_whoop.settings import parse_time
@@ -368,9 +366,6 @@ class SleepSignalsStream(WhoopStream):
     scope = "read:sleep"
     selected_by_default = False
     missing_is_empty = True
-    #: The points pass through as WHOOP sends them: the SDK's conformance of each of a night's
-    #: thousand points took most of the stream's CPU, for JSON values already JSON.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
     @property
     def types(self) -> tuple[str, ...]:
