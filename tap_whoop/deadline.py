@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import heapq
+import itertools
+import math
 import socket
 import threading
+import time
 import typing as t
 from urllib.parse import urlparse
 
@@ -31,46 +35,86 @@ class _Deadline:
     """One attempt's total time: when it runs out, the attempt's sockets are shut down.
 
     A socket read timeout only measures silence, so an answer that trickles in a byte at a time
-    never trips it. Shutting the socket down from a timer thread wakes the blocked read at once,
-    whether it waits for the headers or the body.
+    never trips it. Shutting the socket down from another thread (`_Watchdog`) wakes the
+    blocked read at once, whether it waits for the headers or the body.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
-        self._done = False
+        self.done = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> _Deadline:
         self._token = _current.set(self)
-        self._timer.start()
+        _WATCHDOG.watch(self, time.monotonic() + self.seconds)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
-            self._done = True
-        self._timer.cancel()
+            self.done = True
         _current.reset(self._token)
 
     def watch(self, sock: socket.socket | None) -> None:
         """Shut `sock` down when the time is up (at once if it already is)."""
         with self._lock:
-            if sock is None or self._done or any(sock is known for known in self._sockets):
+            if sock is None or self.done or any(sock is known for known in self._sockets):
                 return
             self._sockets.append(sock)
             if self.expired:
                 _shut(sock)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """The time is up: shut down the attempt's sockets, unless it has ended."""
         with self._lock:
-            if self._done:
+            if self.done:
                 return
             self.expired = True
             for sock in self._sockets:
                 _shut(sock)
+
+
+class _Watchdog:
+    """One thread that expires every attempt's deadline in turn.
+
+    A timer thread per attempt cost a thread's start for each request. Deadlines are kept in a
+    heap by when they run out; an attempt that ends is only marked done, and dropped when its
+    time comes, so the thread wakes about once per timeout, not once per request.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._condition = threading.Condition()
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: _Deadline, at: float) -> None:
+        with self._condition:
+            if self._thread is None or not self._thread.is_alive():  # e.g. after a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="tap-whoop-deadlines", daemon=True
+                )
+                self._thread.start()
+            earliest = self._heap[0][0] if self._heap else math.inf
+            heapq.heappush(self._heap, (at, next(self._order), deadline))
+            if at < earliest:
+                self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    if self._heap and self._heap[0][2].done:
+                        heapq.heappop(self._heap)
+                        continue
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._condition.wait(timeout)
+                _, _, deadline = heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _shut(sock: socket.socket) -> None:

@@ -11,11 +11,15 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.singerlib import RecordMessage, SchemaMessage, StateMessage
 
 if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
     from singer_sdk.singerlib.encoding.simple import Message
 
 STATE_INTERVAL_SECONDS = 5.0
 HOLD_BYTES = 256 * 1024
 """Records held at most before they are written, between two SCHEMA or STATE messages."""
+HOLD_SECONDS = 0.25
+"""How long records may wait for the next ones before they are written together."""
 
 
 class SingerOutput(MsgSpecWriter):
@@ -25,17 +29,22 @@ class SingerOutput(MsgSpecWriter):
       streams per member. A SCHEMA identical to the last one of its stream is not sent again.
     - A STATE is serialized from its value, not through `dataclasses.asdict`, which deep-copies
       every member's bookmarks first.
-    - Records are held and written in one go with the next SCHEMA or STATE (or every
-      `HOLD_BYTES`, and when the run ends), not one write each: a target still receives every
-      record before the STATE that covers it, and the records after the last STATE count for
-      nothing until a later one. The hold is the tap's own, so PYTHONUNBUFFERED (set in many
-      container images) does not turn it back into a write per record.
+    - Records are held and written in one go with the next SCHEMA or STATE (or once they are
+      `HOLD_SECONDS` old or `HOLD_BYTES` long, and when the run ends), not one write each: a
+      target still receives every record before the STATE that covers it, and the records
+      after the last STATE count for nothing until a later one. The hold is the tap's own, so
+      PYTHONUNBUFFERED (set in many container images) does not make it a write per record.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, hold_seconds: float = HOLD_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__()
         self._schemas: dict[str, SchemaMessage] = {}
         self._held = bytearray()
+        self._held_since = 0.0
+        self._hold_seconds = hold_seconds
+        self._clock = clock
 
     def serialize_message(self, message: Message) -> bytearray:
         """One line of JSON; a STATE straight from its value."""
@@ -53,8 +62,14 @@ class SingerOutput(MsgSpecWriter):
 
     def write_line(self, line: bytes | bytearray, flush: bool = True) -> None:
         """Write one serialized message: now when `flush`, else with the next one that is."""
+        if not self._held:
+            self._held_since = self._clock()
         self._held += line
-        if flush or len(self._held) >= HOLD_BYTES:
+        if (
+            flush
+            or len(self._held) >= HOLD_BYTES
+            or self._clock() - self._held_since >= self._hold_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:

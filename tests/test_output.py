@@ -29,6 +29,11 @@ STATE = {
 }
 
 
+def frozen_clock() -> float:
+    """A clock that never moves: records are never held too long."""
+    return 0.0
+
+
 class Stdout(io.TextIOWrapper):
     """A stdout whose flushes are counted, and whose bytes can be read back."""
 
@@ -59,7 +64,7 @@ def test_a_run_sends_each_streams_schema_once_however_many_members(
 
 
 def test_a_changed_schema_is_sent_again() -> None:
-    output, stdout = SingerOutput(), Stdout()
+    output, stdout = SingerOutput(clock=frozen_clock), Stdout()
     first = SchemaMessage("cycles", {"properties": {"id": {"type": "integer"}}}, ["id"])
     changed = SchemaMessage("cycles", {"properties": {"id": {"type": "string"}}}, ["id"])
     other = SchemaMessage("sleep", {"properties": {"id": {"type": "string"}}}, ["id"])
@@ -84,7 +89,7 @@ def test_a_state_line_is_byte_for_byte_what_the_sdks_writer_writes() -> None:
 
 
 def test_records_are_written_with_the_state_that_covers_them_not_one_by_one() -> None:
-    output, stdout = SingerOutput(), Stdout()
+    output, stdout = SingerOutput(clock=frozen_clock), Stdout()
     with contextlib.redirect_stdout(stdout):
         for index in range(3):
             output.write_message(RecordMessage("cycles", {"id": index}))
@@ -97,7 +102,7 @@ def test_records_are_written_with_the_state_that_covers_them_not_one_by_one() ->
 
 
 def test_records_after_the_last_state_are_written_when_the_run_ends() -> None:
-    output, stdout = SingerOutput(), Stdout()
+    output, stdout = SingerOutput(clock=frozen_clock), Stdout()
     writer = PacedStateWriter(output)
     with contextlib.redirect_stdout(stdout):
         writer.write_now(STATE)
@@ -107,7 +112,7 @@ def test_records_after_the_last_state_are_written_when_the_run_ends() -> None:
 
 
 def test_a_long_stretch_of_records_is_written_in_bounded_pieces() -> None:
-    output, stdout = SingerOutput(), Stdout()
+    output, stdout = SingerOutput(clock=frozen_clock), Stdout()
     big = {"id": 1, "stream": ["x" * 1000] * 100}  # about 100 kB, like a night of signals
     with contextlib.redirect_stdout(stdout):
         for _ in range(10):
@@ -117,7 +122,7 @@ def test_a_long_stretch_of_records_is_written_in_bounded_pieces() -> None:
 
 
 def test_an_unchanged_state_is_not_written_twice_and_a_changed_one_is() -> None:
-    output, stdout = SingerOutput(), Stdout()
+    output, stdout = SingerOutput(clock=frozen_clock), Stdout()
     writer = PacedStateWriter(output)
     changed = {**STATE, "whoop_webhooks": {"inbox": "x", "position": 4, "owed": []}}
     with contextlib.redirect_stdout(stdout):
@@ -125,3 +130,18 @@ def test_an_unchanged_state_is_not_written_twice_and_a_changed_one_is() -> None:
         writer.write_now(json.loads(json.dumps(STATE)))  # equal, another object
         writer.write_now(changed)
     assert [m["value"] for m in stdout.lines()] == [STATE, changed]
+
+
+def test_records_held_for_a_quarter_second_are_written_with_the_next_one() -> None:
+    now = [0.0]
+    output, stdout = SingerOutput(clock=lambda: now[0]), Stdout()
+    with contextlib.redirect_stdout(stdout):
+        output.write_message(RecordMessage("workout", {"id": "a"}))
+        now[0] = 0.2
+        output.write_message(RecordMessage("workout", {"id": "b"}))
+        before = len(stdout.lines())
+        now[0] = 0.3
+        output.write_message(RecordMessage("workout", {"id": "c"}))
+        after = [m["record"]["id"] for m in stdout.lines()]
+    assert before == 0
+    assert after == ["a", "b", "c"]
