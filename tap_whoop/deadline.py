@@ -180,13 +180,18 @@ class DeadlineAdapter(requests.adapters.HTTPAdapter):
                     _ = response.content
             except Exception:
                 if deadline.expired:
-                    raise requests.exceptions.ReadTimeout(
-                        f"no complete answer for {urlparse(str(request.url)).path} within "
-                        f"{timeout:g}s",
-                        request=request,
-                    ) from None
+                    raise _timed_out(request, timeout) from None
                 raise
+            if deadline.expired:  # cut mid-headers, what came may parse as a short answer
+                raise _timed_out(request, timeout)
         return response
+
+
+def _timed_out(request: requests.PreparedRequest, timeout: float) -> requests.ReadTimeout:
+    path = urlparse(str(request.url)).path
+    return requests.exceptions.ReadTimeout(
+        f"no complete answer for {path} within {timeout:g}s", request=request
+    )
 
 
 def with_deadlines(session: requests.Session) -> requests.Session:

@@ -422,3 +422,50 @@ def test_a_trickling_token_endpoint_fails_the_member_at_the_deadline(
     assert isinstance(result.error, MembersFailedError)
     assert "did not answer (ReadTimeout)" in str(result.error)
     assert result.records("cycles") == []
+
+
+def test_a_shorter_deadline_begun_later_still_cuts_first_and_all_share_one_watchdog() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.listen(4)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+    def trickle(connection: socket.socket) -> None:
+        connection.recv(65_536)
+        with contextlib.suppress(OSError), connection:
+            for byte in answer:
+                connection.send(bytes([byte]))
+                time.sleep(0.3)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                threading.Thread(target=trickle, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v2/cycle"
+    session = requests.Session()
+    session.mount("http://", DeadlineAdapter())
+    outcomes: list[str] = []
+
+    def long_attempt() -> None:
+        with requests.Session() as own:
+            own.mount("http://", DeadlineAdapter())
+            try:
+                own.get(url, timeout=8)
+                outcomes.append("answered")
+            except requests.exceptions.ReadTimeout:
+                outcomes.append("cut")
+
+    first = threading.Thread(target=long_attempt)
+    first.start()
+    time.sleep(0.5)  # the 8 s deadline is in the watchdog's heap first
+    began = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout, match=r"within 1s"):
+        session.get(url, timeout=1)
+    assert time.monotonic() - began < 6  # not held until the earlier-begun 8 s deadline
+    first.join(timeout=30)
+    listener.close()
+    assert outcomes == ["cut"]  # cut mid-headers at 8 s: a timeout, never a short 200
+    watchdogs = [t for t in threading.enumerate() if t.name == "tap-whoop-deadlines"]
+    assert len(watchdogs) == 1
