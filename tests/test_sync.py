@@ -126,6 +126,23 @@ def test_full_sync_equals_the_sandbox(sandbox: Sandbox, config: dict[str, t.Any]
         assert result.records(name) == []
 
 
+def test_a_field_whoop_adds_reaches_the_target_at_the_top_and_inside_score(
+    sandbox: Sandbox, config: dict[str, t.Any]
+) -> None:
+    newest = next(w for w in sandbox.records("alice", "workout") if w.get("score"))
+    score = {**newest["score"], "new_score_field": 1.5}
+    sandbox.edit_record(
+        "alice", "workout", newest["id"], {"new_top_level_field": "kept", "score": score}
+    )
+
+    result = run_tap(config)
+
+    assert result.error is None
+    got = next(r for r in result.records("workout") if r["id"] == newest["id"])
+    assert got["new_top_level_field"] == "kept"
+    assert got["score"]["new_score_field"] == 1.5
+
+
 # Pagination
 
 

@@ -178,10 +178,10 @@ class WhoopStream(RESTStream[str | None]):
 
     records_jsonpath = "$"
     scope: str = ""
-    #: WHOOP's nested objects (`score`, its stage and zone summaries) pass through as sent: they
-    #: are JSON already, and the SDK's walk through each of them was a fifth of a sync's CPU. A
-    #: field WHOOP adds inside one is kept rather than dropped.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
+    #: Records pass through as WHOOP sends them: they are JSON already, and the SDK's walk
+    #: through each (`score`, its stage and zone summaries) was a fifth of a sync's CPU. A field
+    #: WHOOP adds is passed on rather than dropped; the schema still names the columns.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     #: 404 means "nothing here yet" (per-cycle endpoints) rather than an error.
     missing_is_empty = False
     backoff_base_seconds = BACKOFF_BASE_SECONDS
