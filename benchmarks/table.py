@@ -234,8 +234,10 @@ def signals(d: Result) -> tuple[str, str, str]:
         f"{_n(backfill['final_sleeps'])} sleeps, {_n(backfill['points'])} points); start-up; "
         "peak memory of the signal backfill over 1 month and 10 years (median of 3 CPU runs)"
     )
+    past = main.get("cpu_past_start_up_tap_over_bare")
+    after = f" ({past:.2f}{X} once each side's start-up is taken off)" if past else ""
     result = (
-        f"main streams {cpu(main)}; signal backfill {cpu(backfill)}, "
+        f"main streams {cpu(main)}{after}; signal backfill {cpu(backfill)}, "
         f"{backfill['requests_per_final_sleep']:.2f} requests per sleep; start-up "
         f"{startup['tap-whoop --about']:.2f} vs {startup['import requests, singer_sdk']:.2f} s "
         f"({d['start_up_ratio']:.2f}{X}); peak RSS {small['peak_rss_mib']} MiB "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import backoff
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Compiled, Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex
 
@@ -135,10 +135,8 @@ class Session:
             cursor.executemany(str(query), rows)
 
 
-_UPSERT: dict[str, Callable[[sa.Table], sqlite.Insert | postgresql.Insert]] = {
-    "sqlite": sqlite.insert,
-    "postgresql": postgresql.insert,
-}
+#: A dialect's INSERT with ON CONFLICT: `sqlalchemy.dialects.sqlite.insert` or its PostgreSQL twin.
+Upsert = t.Callable[[sa.Table], t.Any]
 _APPENDED = ("user_id", "type", "record_id", "trace_id", "received_at")
 
 
@@ -151,10 +149,10 @@ class SqlInbox(abc.ABC):
 
     path: t.Any
 
-    def __init__(self, tables: Tables, dialect: Dialect) -> None:
+    def __init__(self, tables: Tables, dialect: Dialect, upsert: Upsert) -> None:
         self.tables = tables
         self.dialect = dialect
-        self._insert = _UPSERT[dialect.name]
+        self._insert = upsert
         # compiled once: every delivery the receiver takes runs it
         self._append = compiled(
             self._insert(tables.events).on_conflict_do_nothing(), dialect, column_keys=_APPENDED
@@ -376,7 +374,9 @@ class SqliteInbox(SqlInbox):
     """The embedded backend: one SQLite file (WAL, synchronous commits) shared by processes."""
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
-        super().__init__(inbox_tables("", sa.REAL()), sqlite.dialect(paramstyle="named"))
+        super().__init__(
+            inbox_tables("", sa.REAL()), sqlite.dialect(paramstyle="named"), sqlite.insert
+        )
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._moved = compiled(sa.select(self.tables.moved_to.c.url).limit(1), self.dialect)

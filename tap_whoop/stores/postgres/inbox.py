@@ -51,7 +51,7 @@ class PostgresInbox(SqlInbox):
     """
 
     def __init__(self, database: Database) -> None:
-        super().__init__(TABLES, DIALECT)
+        super().__init__(TABLES, DIALECT, postgresql.insert)
         self.database = database
         self.path = database.where
         log = sa.func.current_schema() + f".{self.tables.events.name}"
