@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from urllib.parse import urlparse, urlsplit
 
 import pendulum
-import simpleeval
 from singer_sdk import typing as th
 from singer_sdk.mapper import NULL_STRING
 from singer_sdk.plugin_base import JSONSchemaValidator
@@ -58,14 +58,6 @@ SLEEP_SIGNAL_TYPES = (
 #: Deeper state or catalog JSON is refused: the SDK walks it recursively (and no Singer
 #: state or catalog comes near it).
 MAX_JSON_DEPTH = 100
-#: What a stream-map expression can call: the SDK's `CustomStreamMap.functions`.
-STREAM_MAP_FUNCTIONS = frozenset(simpleeval.DEFAULT_FUNCTIONS) | {
-    "md5",
-    "sha256",
-    "datetime",
-    "bool",
-    "json",
-}
 #: Stream-map keys that hold no expression to evaluate on records.
 _MAP_OPTIONS = ("__alias__", "__source__", "__else__", "__key_properties__")
 
@@ -431,13 +423,34 @@ def _stream_maps_errors(stream_maps: t.Any) -> list[str]:
     for where, expression in stream_map_expressions(stream_maps):
         if problem := _expression_problem(expression):
             errors.append(f"{where} ({shown_expression(expression)}) {problem}")
-        elif unknown := unknown_functions(expression, STREAM_MAP_FUNCTIONS):
+        elif unknown := unknown_functions(expression, stream_map_functions()):
             errors.append(
                 f"{where} ({shown_expression(expression)}) calls unknown function(s) "
                 f"{', '.join(unknown)}: a stream map can call "
-                f"{', '.join(sorted(STREAM_MAP_FUNCTIONS))}"
+                f"{', '.join(sorted(stream_map_functions()))}"
             )
     return errors
+
+
+@functools.cache
+def stream_map_functions() -> frozenset[str]:
+    """What a stream-map expression can call, as the SDK's own mapper says.
+
+    The SDK finds an unknown function only when the first record reaches the map, after the
+    run has spent requests; the lint asks it up front, with a map that maps nothing.
+    """
+    from singer_sdk.mapper import CustomStreamMap
+
+    mapper = CustomStreamMap(
+        stream_alias="",
+        map_config={},
+        faker_config={},
+        raw_schema={"properties": {}},
+        key_properties=None,
+        map_transform={},
+        flattening_options=None,
+    )
+    return frozenset(mapper.functions)
 
 
 def shown_expression(expression: str) -> str:
