@@ -6,8 +6,10 @@ Why: `sleep_signals` is the first high-volume stream (about 960 points a night a
 1. the full sync of the six main streams (5 years), `tap-whoop` against `_bare_loop.py`, which
    makes the same calls and writes the same records with one requests.Session;
 2. the signal backfill (profile, sleep and `sleep_signals` with `hr` and `skin_temp`, 1 year),
-   against `_bare_signals_loop.py`, which does the same in a plain loop;
-3. start-up: `tap-whoop --about` against importing requests and singer_sdk;
+   against `_bare_signals_loop.py`, which does the same in a plain loop; and again with the
+   SDK's BATCH messages (`batch_config`: gzipped JSON lines), against the same tap's RECORDs;
+3. start-up: `tap-whoop --about` against importing requests and singer_sdk, and the main
+   streams' ratio once each side's start-up is taken off (the bare loop's: `import requests`);
 4. peak memory of the signal backfill over 1 month and over 10 years of one member.
 
 Each run is a child process against an unthrottled sandbox on loopback; the measure is the
@@ -139,6 +141,29 @@ def signal_backfill() -> dict[str, t.Any]:
     }
 
 
+def batch_backfill() -> dict[str, t.Any]:
+    """The signal backfill again, with the SDK's BATCH messages (`batch_config`) for records."""
+    with c.sandbox(SIGNAL_DAYS) as box, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        batch_config = {
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": (work / "batches").as_uri(), "prefix": "batch-"},
+        }
+        (work / "batches").mkdir()
+        config = c.write_config(
+            box,
+            work,
+            max_requests_per_minute=10**9,
+            sleep_signal_types=TYPES,
+            batch_config=batch_config,
+        )
+        selection = catalog(config, work)
+        runs = measure(
+            box, {"tap-whoop, BATCH": lambda: [*c.tap(config), "--catalog", str(selection)]}, work
+        )
+    return {"batch_config": batch_config["encoding"], "runs": runs}
+
+
 def box_signals(box: t.Any, sleep: dict[str, t.Any]) -> list[t.Any]:
     from whoop_sandbox.signals import signal_stream
 
@@ -203,11 +228,17 @@ def main() -> None:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the children's: see the docstring
     main_part = main_streams()
     signals = signal_backfill()
+    batch = batch_backfill()
     startup = start_up()
     peak = memory()
     main_part["cpu_tap_over_bare"] = ratio(main_part)
     main_part["cpu_past_start_up_tap_over_bare"] = past_start_up(main_part, startup)
     signals["cpu_tap_over_bare"] = ratio(signals)
+    batch["cpu_batch_over_records"] = round(
+        batch["runs"]["tap-whoop, BATCH"]["median_cpu_seconds"]
+        / signals["runs"]["tap-whoop"]["median_cpu_seconds"],
+        3,
+    )
     tap_runs = signals["runs"]["tap-whoop"]
     signals["requests_per_final_sleep"] = round(
         tap_runs["stream_requests"] / signals["final_sleeps"], 3
@@ -224,13 +255,14 @@ def main() -> None:
             r["requests"],
             r["median_cpu_seconds"],
         ]
-        for name, r in signals["runs"].items()
+        for name, r in [*signals["runs"].items(), *batch["runs"].items()]
     ]
     print(c.table(["part", "run", "requests", "median CPU s"], rows))
     print(
         f"CPU, tap/bare: main streams {main_part['cpu_tap_over_bare']:.2f} (past start-up "
         f"{main_part['cpu_past_start_up_tap_over_bare']:.2f}), signal backfill "
-        f"{signals['cpu_tap_over_bare']:.2f} (target ≤ 2); {signals['final_sleeps']} final "
+        f"{signals['cpu_tap_over_bare']:.2f} (target ≤ 2), with BATCH messages "
+        f"{batch['cpu_batch_over_records']:.2f}x the tap's CPU; {signals['final_sleeps']} final "
         f"sleeps, {signals['points']:,} points, {signals['requests_per_final_sleep']} requests "
         f"per final sleep; start-up {startup} ({startup_ratio:.2f}); peak RSS {small} MiB "
         f"(1 month) vs {large} MiB (10 years): {large / small:.2f}"
@@ -240,6 +272,7 @@ def main() -> None:
         {
             "main_streams": main_part,
             "signal_backfill": signals,
+            "signal_backfill_batch": batch,
             "start_up_cpu_seconds": startup,
             "start_up_ratio": startup_ratio,
             "memory": peak,

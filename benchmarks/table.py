@@ -236,8 +236,12 @@ def signals(d: Result) -> tuple[str, str, str]:
     )
     past = main.get("cpu_past_start_up_tap_over_bare")
     after = f" ({past:.2f}{X} once each side's start-up is taken off)" if past else ""
+    batch = d.get("signal_backfill_batch")
+    with_batch = (
+        f" (with BATCH messages {batch['cpu_batch_over_records']:.2f}{X} that)" if batch else ""
+    )
     result = (
-        f"main streams {cpu(main)}{after}; signal backfill {cpu(backfill)}, "
+        f"main streams {cpu(main)}{after}; signal backfill {cpu(backfill)}{with_batch}, "
         f"{backfill['requests_per_final_sleep']:.2f} requests per sleep; start-up "
         f"{startup['tap-whoop --about']:.2f} vs {startup['import requests, singer_sdk']:.2f} s "
         f"({d['start_up_ratio']:.2f}{X}); peak RSS {small['peak_rss_mib']} MiB "
