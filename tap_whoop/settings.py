@@ -22,7 +22,7 @@ from urllib.parse import urlparse, urlsplit
 
 import pendulum
 from singer_sdk import typing as th
-from singer_sdk.mapper import NULL_STRING
+from singer_sdk.mapper import NULL_STRING, CustomStreamMap
 from singer_sdk.plugin_base import JSONSchemaValidator
 
 from tap_whoop.errors import ConfigError
@@ -439,8 +439,6 @@ def stream_map_functions() -> frozenset[str]:
     The SDK finds an unknown function only when the first record reaches the map, after the
     run has spent requests; the lint asks it up front, with a map that maps nothing.
     """
-    from singer_sdk.mapper import CustomStreamMap
-
     mapper = CustomStreamMap(
         stream_alias="",
         map_config={},
