@@ -10,7 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
+from tap_whoop.http import with_environment_proxies
 from tests.conftest import run_tap, tap_config
 
 if t.TYPE_CHECKING:
@@ -112,3 +114,20 @@ def test_no_proxy_keeps_the_tap_off_the_proxy(
     assert result.error is None
     assert result.records("cycles")
     assert proxy.carried == []
+
+
+def test_the_ca_bundle_the_environment_names_is_used_and_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/proxy-ca.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    session = with_environment_proxies(requests.Session(), "https://api.prod.whoop.com/developer")
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.example:3128")  # read once: no effect
+    again = with_environment_proxies(session, "https://api.prod.whoop.com/developer")
+
+    assert again is session
+    assert session.verify == "/etc/proxy-ca.pem"
+    assert session.proxies["https"] == "http://proxy.example:3128"
+    assert session.trust_env is False
