@@ -34,6 +34,7 @@ from tap_whoop.consent import (
 )
 from tap_whoop.errors import ConfigError, Invocation, TapWhoopError
 from tap_whoop.oauth.app import new_state
+from tap_whoop.proxies import via_proxy
 from tap_whoop.run import Run
 from tap_whoop.settings import (
     CONFIG_SCHEMA,
@@ -124,8 +125,16 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"WHOOP kept failing, gave up after retries: {exc}", 1)
     except requests.exceptions.RequestException as exc:
         request = getattr(exc, "request", None)
-        host = urlsplit(str(request.url)).netloc if request is not None and request.url else ""
+        url = str(request.url) if request is not None and request.url else ""
+        host = urlsplit(url).netloc
         where = f" at {host}" if host else ""
+        if via := via_proxy(exc, url):
+            bypass = f"list {urlsplit(url).hostname} in NO_PROXY" if host else "unset it"
+            _fail(
+                f"cannot reach WHOOP{where}{via} ({type(exc).__name__}): check that proxy "
+                f"setting, or {bypass} to reach WHOOP directly",
+                1,
+            )
         _fail(
             f"cannot reach WHOOP{where} ({type(exc).__name__}), gave up after retries: check "
             "api_url (and oauth_url) and the network",

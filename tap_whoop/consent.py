@@ -25,6 +25,7 @@ from tap_whoop.errors import FIX, Fix, MemberError, ReauthorizeError, TapWhoopEr
 from tap_whoop.http import MemberClient
 from tap_whoop.oauth.app import READ_SCOPES, describe_status
 from tap_whoop.oauth.member import store_consent
+from tap_whoop.proxies import via_proxy
 from tap_whoop.settings import configured_members
 from tap_whoop.streams.endpoints import ProfileStream
 
@@ -294,7 +295,7 @@ def revoke_member(
         answer = (
             f"answered {describe_status(response)}"
             if isinstance(response, requests.Response)
-            else f"did not answer ({type(exc).__name__})"
+            else f"did not answer{via_proxy(exc, run.api_url)} ({type(exc).__name__})"
         )
         raise TapWhoopError(
             f"member {member!r}: WHOOP {answer} to the revocation; the member was kept in the "

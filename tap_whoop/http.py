@@ -15,7 +15,6 @@ import decimal
 import errno
 import logging
 import math
-import os
 import random
 import sqlite3
 import threading
@@ -48,6 +47,7 @@ from tap_whoop.errors import (
     TapWhoopError,
 )
 from tap_whoop.oauth.app import describe_status
+from tap_whoop.proxies import with_environment_proxies
 from tap_whoop.settings import (
     DEFAULT_API_URL,
     DEFAULT_MAX_REQUEST_ATTEMPTS,
@@ -493,22 +493,6 @@ class MemberBearer(APIAuthenticatorBase):
             raise LookupError("no member to authenticate the request as")
         request.headers["Authorization"] = f"Bearer {self.member.access_token()}"
         return request
-
-
-def with_environment_proxies(session: requests.Session, url: str) -> requests.Session:
-    """`session` with the environment's proxy and CA bundle for `url` read once.
-
-    requests scans the whole environment for proxy variables before every send; a run talks
-    to one host for hours. HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY count as requests
-    counts them, and REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) as its `Session.request` does.
-    """
-    if session.trust_env:
-        session.proxies.update(requests.utils.get_environ_proxies(url))
-        if session.verify is True:
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            session.verify = bundle or True
-        session.trust_env = False
-    return session
 
 
 class MemberClient:

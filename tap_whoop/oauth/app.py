@@ -7,7 +7,7 @@ import secrets
 import time
 import typing as t
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
@@ -19,6 +19,7 @@ from tap_whoop.errors import (
     ReauthorizeError,
     TapWhoopError,
 )
+from tap_whoop.proxies import via_proxy
 from tap_whoop.settings import DEFAULT_OAUTH_URL
 
 SCOPES = (
@@ -42,9 +43,11 @@ class UnansweredError(MemberError):
 
 def _connection_never_made(exc: requests.exceptions.RequestException) -> bool:
     """True when the request surely never reached WHOOP, so resending cannot spend a token."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.InvalidURL)):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, urllib3.exceptions.ProxyError):  # the proxy's own connection
+        reason = reason.original_error
     return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
@@ -138,18 +141,25 @@ class WhoopApp:
             try:
                 return self.session.post(self.token_url, data=form, timeout=OAUTH_TIMEOUT_SECONDS)
             except requests.exceptions.RequestException as exc:
+                via = via_proxy(exc, self.token_url)
+                host = urlsplit(self.token_url).hostname
+                again = (
+                    f"check that proxy setting (or list {host} in NO_PROXY) and run again"
+                    if via
+                    else "run again later"
+                )
                 if _connection_never_made(exc):
-                    if attempt < 2:
+                    if attempt < 2 and not isinstance(exc, requests.exceptions.InvalidURL):
                         time.sleep(2**attempt)
                         continue
                     raise MemberError(
                         f"member {member!r}: cannot reach WHOOP's token endpoint "
-                        f"{self.token_url} ({type(exc).__name__}); nothing was spent and the "
-                        "stored token was kept, run again later"
+                        f"{self.token_url}{via} ({type(exc).__name__}); nothing was spent and the "
+                        f"stored token was kept, {again}"
                     ) from None
                 raise UnansweredError(
-                    f"member {member!r}: WHOOP's token endpoint {self.token_url} did not answer "
-                    f"({type(exc).__name__}); the stored token was kept, run again later (if WHOOP "
+                    f"member {member!r}: WHOOP's token endpoint {self.token_url} did not answer"
+                    f"{via} ({type(exc).__name__}); the stored token was kept, {again} (if WHOOP "
                     "had already rotated it, that run says so and re-authorizing is the fix)"
                 ) from None
         raise AssertionError("unreachable")

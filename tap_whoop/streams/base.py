@@ -32,8 +32,8 @@ from tap_whoop.http import (
     json_body,
     log_retry,
     wait_generator,
-    with_environment_proxies,
 )
+from tap_whoop.proxies import with_environment_proxies
 from tap_whoop.settings import Settings, parse_time
 from tap_whoop.stop import STOP
 from tap_whoop.stores.inbox import LedgerRow
