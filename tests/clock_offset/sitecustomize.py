@@ -11,8 +11,11 @@ import os
 _days = os.environ.get("TEST_CLOCK_OFFSET_DAYS")
 if _days:
     import datetime
+    import time
 
     import time_machine
 
-    _moved = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=float(_days))
-    time_machine.travel(_moved, tick=True).start()
+    time_machine.travel(datetime.timedelta(days=float(_days)), tick=True).start()
+    # time-machine starts a ticking clock at its first reading: read it now, or each process
+    # lags real time + offset by however long its imports take, and their clocks disagree.
+    time.time()
